@@ -1,0 +1,68 @@
+"""Package-level checks that do not belong to one notebook: the console script, layering, import side effects."""
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import stackgan_nb
+
+LIB = Path(stackgan_nb.__file__).parent
+
+# Modules may import only from modules of a lower layer (core at the bottom, widgets and CLI at the top).
+LAYERS = [
+    {'core'},
+    {'models', 'text', 'download', 'checkpoint'},
+    {'losses', 'data', 'synthetic'},
+    {'steps', 'metrics'},
+    {'train', 'distributed'},
+    {'sample', 'evaluate', 'compare'},
+    {'widgets', 'quickstart'},
+    {'cli'},
+]
+
+
+def layer_of(name):
+    for i, layer in enumerate(LAYERS):
+        if name in layer: return i
+    raise AssertionError(f'module {name} is not placed in a layer in tests/test_package.py::LAYERS')
+
+
+def internal_imports(path):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith('stackgan_nb.'):
+            yield node.module.split('.')[1]
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name.startswith('stackgan_nb.'): yield a.name.split('.')[1]
+
+
+def test_layers_import_downward_only():
+    for path in sorted(LIB.glob('*.py')):
+        if path.name.startswith('_'): continue
+        me = layer_of(path.stem)
+        for dep in internal_imports(path):
+            assert layer_of(dep) <= me and (dep != path.stem), f'{path.stem} (layer {me}) imports {dep} (layer {layer_of(dep)})'
+
+
+def test_import_has_no_side_effects():
+    mods = [p.stem for p in LIB.glob('*.py') if not p.name.startswith('_')]
+    code = ('import sys, torch\n' + ''.join(f'import stackgan_nb.{m}\n' for m in mods) +
+            "assert 'google.colab' not in sys.modules, 'imported google.colab'\n"
+            "assert not torch.cuda.is_initialized(), 'initialised CUDA at import'\n")
+    subprocess.run([sys.executable, '-c', code], check=True, cwd='/')
+
+
+def test_console_script_runs():
+    exe = Path(sys.executable).parent / 'stackgan'
+    out = subprocess.run([str(exe), '--help'], check=True, capture_output=True, text=True).stdout
+    assert 'usage: stackgan' in out and 'summary' in out
+    res = subprocess.run([str(exe), 'summary', '--preset', 'missing'], capture_output=True, text=True)
+    assert res.returncode == 2 and "Unknown preset 'missing'" in res.stderr and 'Traceback' not in res.stderr
+
+
+def test_runtime_requirements_are_ranges():
+    from configparser import ConfigParser
+    cfg = ConfigParser(delimiters=['=']); cfg.read(LIB.parent / 'settings.ini')
+    for req in cfg['DEFAULT']['requirements'].split():
+        assert '==' not in req, f'runtime requirement {req} is pinned: Colab would reinstall it; pin in constraints.txt instead'
