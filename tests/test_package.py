@@ -12,7 +12,7 @@ LIB = Path(stackgan_nb.__file__).parent
 # Modules may import only from modules of a lower layer (core at the bottom, widgets and CLI at the top).
 LAYERS = [
     {'core'},
-    {'models', 'text', 'download', 'checkpoint'},
+    {'models', 'text', 'char_cnn_rnn', 'download', 'checkpoint'},
     {'losses', 'data', 'synthetic'},
     {'steps', 'metrics'},
     {'train', 'distributed'},
