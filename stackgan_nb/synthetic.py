@@ -4,15 +4,16 @@
 
 # %% auto #0
 __all__ = ['PALETTE', 'PARTS', 'SIZES', 'BEAK_COLOURS', 'PART_WORDS', 'GENERA', 'TEMPLATES', 'TINY', 'SYNTHETIC_VERSION',
-           'make_species', 'bird_parts', 'draw_bird', 'make_captions', 'caption_attributes', 'write_pickle',
-           'make_synthetic_cub', 'synthetic_attributes']
+           'make_species', 'bird_parts', 'draw_bird', 'make_captions', 'caption_attributes', 'Py2Pickler',
+           'write_pickle', 'make_synthetic_cub', 'synthetic_attributes']
 
-# %% ../nbs/13_synthetic.ipynb #3931ac33
+# %% ../nbs/13_synthetic.ipynb #bd2edadb
 import colorsys
 import json
 import os
 import pickle
 import shutil
+import struct
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ from PIL import Image, ImageDraw
 
 from .text import CLAUSE_BREAKS, HashTextEncoder
 
-# %% ../nbs/13_synthetic.ipynb #e6443baa
+# %% ../nbs/13_synthetic.ipynb #7db57568
 PALETTE = {'red': (200, 30, 35), 'orange': (245, 140, 20), 'yellow': (245, 215, 40), 'green': (40, 150, 60),
            'blue': (35, 80, 205), 'purple': (125, 50, 165), 'brown': (115, 70, 35), 'black': (25, 25, 25),
            'white': (245, 245, 240), 'grey': (135, 135, 135)}
@@ -33,7 +34,7 @@ PART_WORDS = {'crown': ('crown', 'head'), 'breast': ('breast', 'belly', 'chest')
               'tail': ('tail',), 'beak': ('beak', 'bill')}
 GENERA = ('Finch', 'Warbler', 'Sparrow', 'Tanager', 'Wren', 'Vireo', 'Thrush', 'Bunting', 'Oriole', 'Grosbeak')
 
-# %% ../nbs/13_synthetic.ipynb #91f2c693
+# %% ../nbs/13_synthetic.ipynb #23076af7
 def make_species(n_species: int, seed: int = 0) -> list[dict]:
     "`n_species` distinct species: a CUB-style class name and the colour of each part."
     if n_species > 720: raise ValueError(f'n_species={n_species}: at most 720 (crown, breast, wings) colour triples exist.')
@@ -50,7 +51,7 @@ def make_species(n_species: int, seed: int = 0) -> list[dict]:
         out.append({'class_id': i, 'species': name, 'crown': crown, 'breast': breast, 'wings': wings, 'tail': tail, 'beak': beak})
     return out
 
-# %% ../nbs/13_synthetic.ipynb #dfd7be8a
+# %% ../nbs/13_synthetic.ipynb #37ccc02f
 def _ellipse(cx, cy, rx, ry, n=24, rot=0.0):
     t = np.linspace(0, 2 * np.pi, n, endpoint=False)
     c, s = np.cos(rot), np.sin(rot)
@@ -114,7 +115,7 @@ def draw_bird(colours: dict, size: str, rng: np.random.Generator, width: int, he
     x0, y0, x1, y1 = max(0, x0), max(0, y0), min(width, x1), min(height, y1)
     return img, (float(x0), float(y0), float(x1 - x0), float(y1 - y0)), centres, 'right' if facing > 0 else 'left'
 
-# %% ../nbs/13_synthetic.ipynb #d1db14e3
+# %% ../nbs/13_synthetic.ipynb #d5dbc3cf
 TEMPLATES = (
     'a {size} bird with a {crown} crown, a {breast} breast and {wings} wings',
     'this bird has wings that are {wings} and a crown that is {crown}',
@@ -147,10 +148,28 @@ def caption_attributes(caption: str) -> dict:
             if colours and any(w in names for w in words): out[part] = colours[0]
     return out
 
-# %% ../nbs/13_synthetic.ipynb #62eb44a1
+# %% ../nbs/13_synthetic.ipynb #ebb68032
+class Py2Pickler(pickle._Pickler):
+    "Pickles as Python 2 did: protocol 2, strings and bytes as Python 2 `str` opcodes, `numpy.core` module names."
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def _save_py2_str(self, obj):
+        b = obj.encode('latin1') if isinstance(obj, str) else obj
+        self.write((pickle.SHORT_BINSTRING + bytes([len(b)]) if len(b) < 256 else pickle.BINSTRING + struct.pack('<i', len(b))) + b)
+        self.memoize(obj)
+
+    dispatch[str] = dispatch[bytes] = _save_py2_str
+
+    def save_global(self, obj, name=None):
+        module, name = obj.__module__, name or obj.__qualname__
+        if module.startswith('numpy._core'): module = 'numpy.core' + module[len('numpy._core'):]   # numpy 1.x names
+        self.write(pickle.GLOBAL + f'{module}\n{name}\n'.encode())
+        self.memoize(obj)
+
+
 def write_pickle(obj, path) -> None:
-    "Pickle `obj` like the StackGAN metadata files (protocol 2, readable by Python 2 and 3)."
-    with open(path, 'wb') as f: pickle.dump(obj, f, protocol=2)
+    "Pickle `obj` byte for byte like the Python 2 StackGAN metadata files (read them with `encoding='latin1'`)."
+    with open(path, 'wb') as f: Py2Pickler(f, protocol=2).dump(obj)
 
 
 TINY = dict(n_species=4, images_per_species=6, image_size=96, grayscale_every=10)  # for tests: ~1 s
