@@ -59,7 +59,9 @@ def main(argv=None):
     p.add_argument('--seconds', type=float, default=None, help='timing per row (default 5, smoke 1)')
     p.add_argument('--workers', type=int, default=os.cpu_count(), help='DataLoader workers of the official pipeline')
     p.add_argument('--devices', nargs='+', default=None, help='devices for our pipeline (default: cpu, and cuda if available)')
+    p.add_argument('--threads', type=int, default=None, help="torch intra-op threads in this process (default: torch's)")
     args = p.parse_args(argv)
+    if args.threads: torch.set_num_threads(args.threads)
     seconds = args.seconds or (1.0 if args.smoke else 5.0)
     devices = [torch.device(d) for d in (args.devices or ['cpu'] + (['cuda'] if torch.cuda.is_available() else []))]
     tmp = tempfile.TemporaryDirectory()

@@ -7,7 +7,7 @@ __all__ = ['CUB', 'BIRDS', 'CHAR_CNN_RNN', 'INCEPTION', 'REGISTRY', 'GROUPS', 'D
            'check_file', 'UnsafeArchiveError', 'safe_extract', 'fetch', 'LocalServer', 'ensure', 'download_cub',
            'download_main']
 
-# %% ../nbs/10_download.ipynb #ae5233c0
+# %% ../nbs/10_download.ipynb #0b9ad34d
 import dataclasses
 import hashlib
 import http.server
@@ -20,7 +20,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-# %% ../nbs/10_download.ipynb #333e8c50
+# %% ../nbs/10_download.ipynb #39a31fcd
 class DownloadError(RuntimeError):
     "A file could not be downloaded, verified or unpacked; the message says which and how to fix it by hand."
 
@@ -32,6 +32,7 @@ class FileSpec:
     filename: str                      # the file's name on disk
     description: str = ''              # what it is, for messages
     url: str | None = None             # plain http(s) URL (tried first)
+    mirrors: tuple[str, ...] = ()      # more http(s) URLs, tried next
     drive_id: str | None = None        # Google Drive file id
     resourcekey: str | None = None     # needed by old `0B...` Drive ids since 2021
     md5: str | None = None
@@ -48,7 +49,7 @@ class FileSpec:
 
     def sources(self) -> list[str]:
         "URLs to try, in order."
-        out = [self.url] if self.url else []
+        out = ([self.url] if self.url else []) + list(self.mirrors)
         if self.drive_id:
             rk = f'&resourcekey={self.resourcekey}' if self.resourcekey else ''
             out.append(f'https://drive.usercontent.google.com/download?id={self.drive_id}&export=download&confirm=t{rk}')
@@ -69,7 +70,7 @@ class FileSpec:
         return (f'Download it by hand: open {self.browser_page()} in a browser, save {self.filename}'
                 f'{" (" + self.size + ")" if self.size else ""}, {where}, then run `stackgan download --root {root}` again.')
 
-# %% ../nbs/10_download.ipynb #b323c0bc
+# %% ../nbs/10_download.ipynb #b95a74bb
 CUB = FileSpec(
     'cub', 'CUB_200_2011.tgz', 'CUB-200-2011 images, bounding boxes and class lists',
     url='https://data.caltech.edu/records/65de6-vp158/files/CUB_200_2011.tgz?download=1',
@@ -94,7 +95,7 @@ INCEPTION = FileSpec(
 REGISTRY = {s.name: s for s in (CUB, BIRDS, CHAR_CNN_RNN, INCEPTION)}
 GROUPS = {'data': ('cub', 'birds'), 'all': tuple(REGISTRY)}
 
-# %% ../nbs/10_download.ipynb #2f012a9b
+# %% ../nbs/10_download.ipynb #b47a9107
 def file_hash(path, algorithm: str = 'md5', chunk: int = 1 << 20) -> str:
     "Hex digest of a file, read in chunks."
     h = hashlib.new(algorithm)
@@ -121,7 +122,7 @@ def check_file(spec: FileSpec, path) -> str | None:
         return 'is neither a tar nor a zip archive'
     return None
 
-# %% ../nbs/10_download.ipynb #cbab8e9e
+# %% ../nbs/10_download.ipynb #ebbbe14d
 class UnsafeArchiveError(DownloadError):
     "An archive member would land outside the target folder."
 
@@ -180,7 +181,7 @@ def _bar(items, show, desc):
     from tqdm.auto import tqdm
     return tqdm(items, desc=f'unpacking {desc}', unit='file')
 
-# %% ../nbs/10_download.ipynb #2d2fae0b
+# %% ../nbs/10_download.ipynb #1344dd30
 def _one_line(e: Exception) -> str:
     text = ' '.join(str(e).split())
     return f'{type(e).__name__}: {text[:300]}'
@@ -219,7 +220,7 @@ def fetch(spec: FileSpec, root, quiet: bool = False, retries: int = 2, timeout: 
         (f'\nThe bytes received so far are kept in {path.parent}/{partial[0]}; running again resumes from there.' if partial else '') +
         f'\n{spec.manual(root)}')
 
-# %% ../nbs/10_download.ipynb #7e02986d
+# %% ../nbs/10_download.ipynb #508cf288
 class LocalServer:
     "An HTTP server on 127.0.0.1 in a thread serving `files` (name -> bytes); `log` records (path, Range header)."
     def __init__(self, files: dict[str, bytes]):
@@ -269,7 +270,7 @@ class LocalServer:
     def __exit__(self, *exc):
         self.server.shutdown(); self.server.server_close()
 
-# %% ../nbs/10_download.ipynb #f8565ade
+# %% ../nbs/10_download.ipynb #4be4dd42
 def _resolve(what, specs) -> list[FileSpec]:
     table = dict(REGISTRY)
     if specs is not None: table.update(specs if isinstance(specs, dict) else {s.name: s for s in specs})
