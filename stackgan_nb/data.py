@@ -8,7 +8,7 @@ __all__ = ['SAFE_PICKLE_GLOBALS', 'SPLITS', 'EXPECTED_COUNTS', 'FIX', 'CACHE_FOR
            'source_fingerprint', 'cache_paths', 'build_cache', 'load_images', 'verify_cache', 'random_crop_flip',
            'Batch', 'Batcher', 'OfficialCUBDataset']
 
-# %% ../nbs/12_data.ipynb #55240d7b
+# %% ../nbs/12_data.ipynb #73dbb0f7
 import hashlib
 import json
 import math
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-# %% ../nbs/12_data.ipynb #a7864c63
+# %% ../nbs/12_data.ipynb #3a5ad954
 class DataError(ValueError):
     "The dataset on disk is incomplete or inconsistent; the message names the file and what to do."
 
@@ -59,7 +59,7 @@ def load_pickle(path):
         except UnsafePickleError: raise
         except Exception as e: raise DataError(f'{path} is not a readable pickle ({type(e).__name__}: {e}); download it again.') from e
 
-# %% ../nbs/12_data.ipynb #e594dc91
+# %% ../nbs/12_data.ipynb #e5b07e15
 SPLITS = ('train', 'test')
 EXPECTED_COUNTS = {'train': 8855, 'test': 2933}   # StackGAN's CUB split
 FIX = ('Run `stackgan download --root {root}` (or `stackgan_nb.download.download_cub(root)`) for the real CUB, '
@@ -157,7 +157,7 @@ def read_cub(root, split: str = 'train') -> CUBSplit:
         warnings.warn(f'{split}: {n} images, StackGAN\'s CUB split has {EXPECTED_COUNTS[split]}: is this the official metadata?')
     return CUBSplit(root, split, filenames, emb, class_ids, captions, image_paths, bboxes, spec)
 
-# %% ../nbs/12_data.ipynb #5bbf6eb1
+# %% ../nbs/12_data.ipynb #33e2e8f0
 def crop_box(bbox, width: int, height: int) -> tuple[int, int, int, int]:
     "The official StackGAN crop `(x1, y1, x2, y2)` of a `width` x `height` image with box `(x, y, w, h)`."
     x, y, w, h = (int(v) for v in bbox)          # the official loaders truncate the boxes to int
@@ -165,7 +165,7 @@ def crop_box(bbox, width: int, height: int) -> tuple[int, int, int, int]:
     cx, cy = int((2 * x + w) / 2), int((2 * y + h) / 2)
     return max(0, cx - r), max(0, cy - r), min(width, cx + r), min(height, cy + r)
 
-# %% ../nbs/12_data.ipynb #94b26384
+# %% ../nbs/12_data.ipynb #ce495d20
 def load_rgb(path) -> Image.Image:
     "Decode an image file to RGB (grayscale and CMYK included); unreadable files raise `DataError` naming the file."
     try:
@@ -181,7 +181,7 @@ def crop_resize(img: Image.Image, bbox, size: int) -> Image.Image:
     "The official preprocessing of one image: bounding-box crop, then bilinear resize to `size` x `size`."
     return img.crop(crop_box(bbox, *img.size)).resize((size, size), Image.BILINEAR)
 
-# %% ../nbs/12_data.ipynb #2456ffc8
+# %% ../nbs/12_data.ipynb #283bef9c
 CACHE_FORMAT = 1
 
 
@@ -304,7 +304,7 @@ def verify_cache(split: CUBSplit, size: int, cache_dir=None) -> bool:
     m = _manifest_if_valid(cache_dir, split, size, source_fingerprint(split))
     return bool(m) and _file_sha256(cache_paths(cache_dir, split.split, size)[0]) == m['sha256']
 
-# %% ../nbs/12_data.ipynb #63f6367e
+# %% ../nbs/12_data.ipynb #dfc3543a
 def random_crop_flip(images: torch.Tensor, index: torch.Tensor, top: torch.Tensor, left: torch.Tensor,
                      flip: torch.Tensor, crop: int) -> torch.Tensor:
     "Crop `crop` x `crop` windows at (`top`, `left`) of `images[index]`, mirrored where `flip`; uint8 -> float in [-1, 1]."
@@ -316,7 +316,7 @@ def random_crop_flip(images: torch.Tensor, index: torch.Tensor, top: torch.Tenso
     out = torch.gather(out, 3, cols[:, None, None, :].expand(-1, out.shape[1], crop, -1))    # (B, 3, crop, crop)
     return out.float().div_(127.5).sub_(1.0)                                                # uint8 -> float32 in [-1, 1]
 
-# %% ../nbs/12_data.ipynb #f714bbbb
+# %% ../nbs/12_data.ipynb #7f0a3f54
 def _seed(*parts) -> int:
     "A 63-bit seed from any tuple of ints/strings (stable across processes and platforms)."
     return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), 'little') >> 1
@@ -431,7 +431,7 @@ class Batcher:
                                  'resume with the same dataset and batch settings (or start a fresh epoch without the state).')
         self.epoch, self.position, self.seed = int(d['epoch']), int(d['position']), int(d.get('seed', self.seed))
 
-# %% ../nbs/12_data.ipynb #245bb94d
+# %% ../nbs/12_data.ipynb #47995b0c
 class OfficialCUBDataset(torch.utils.data.Dataset):
     "The official per-image PIL pipeline (StackGAN-Pytorch `TextDataset`): returns (image in [-1, 1], embedding)."
     def __init__(self, split: CUBSplit, imsize: int = 64, transform=None):
