@@ -370,11 +370,11 @@ class Batcher:
 
     def order(self, epoch: int) -> torch.Tensor:
         "This rank's sample order for `epoch` (CPU long tensor)."
-        if self._order[0] != epoch:
+        if self._order[0] != (self.seed, epoch):
             g = torch.Generator().manual_seed(_seed(self.seed, 'order', epoch))
             perm = torch.randperm(self.n, generator=g)
             if len(perm) < self.per_rank * self.world_size: perm = torch.cat([perm, perm[:self.per_rank * self.world_size - len(perm)]])
-            self._order = (epoch, perm[self.rank::self.world_size][:self.per_rank])
+            self._order = ((self.seed, epoch), perm[self.rank::self.world_size][:self.per_rank])
         return self._order[1]
 
     def batch(self, epoch: int, position: int) -> Batch:
