@@ -12,6 +12,7 @@ import colorsys
 import json
 import os
 import pickle
+import re
 import shutil
 import struct
 import tempfile
@@ -134,7 +135,7 @@ TEMPLATES = (
 
 def make_captions(attributes: dict, rng: np.random.Generator, n: int = 10) -> list[str]:
     "`n` captions from different templates describing a bird's size and part colours."
-    return [TEMPLATES[i].format(**attributes) for i in rng.choice(len(TEMPLATES), n, replace=False)]
+    return [re.sub(r'\ba (?=[aeiou])', 'an ', TEMPLATES[i].format(**attributes)) for i in rng.choice(len(TEMPLATES), n, replace=False)]
 
 
 def caption_attributes(caption: str) -> dict:
