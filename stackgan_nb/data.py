@@ -337,7 +337,8 @@ class Batcher:
                  captions_per_sample: int = 1, wrong: str = 'shift', drop_last: bool = True, rank: int = 0, world_size: int = 1):
         self.device = torch.device(device)
         n, c, s, s2 = images.shape
-        if c != 3 or s != s2: raise ValueError(f'images must be (N, 3, S, S) uint8; got {tuple(images.shape)}.')
+        if c != 3 or s != s2 or str(images.dtype) not in ('uint8', 'torch.uint8'):
+            raise ValueError(f'images must be (N, 3, S, S) uint8 (from load_images); got {tuple(images.shape)} {images.dtype}.')
         if not 0 < crop <= s: raise ValueError(f'crop={crop} must be in 1..{s} (the cached size).')
         if wrong not in ('shift', 'class'): raise ValueError(f"wrong={wrong!r}: use 'shift' (official) or 'class'.")
         if not 0 <= rank < world_size: raise ValueError(f'rank={rank} must be in 0..{world_size - 1}.')
@@ -349,7 +350,7 @@ class Batcher:
         self.captions_per_sample, self.wrong, self.drop_last, self.rank, self.world_size = captions_per_sample, wrong, drop_last, rank, world_size
         self.images = self._to_device(images)
         self.embeddings = emb.float().to(self.device)
-        self.class_ids = torch.as_tensor(np.asarray(class_ids), dtype=torch.long).to(self.device)
+        self.class_ids = torch.as_tensor(class_ids if isinstance(class_ids, torch.Tensor) else np.asarray(class_ids)).long().to(self.device)
         self.per_rank = n // world_size if drop_last else math.ceil(n / world_size)
         if len(self) == 0: raise ValueError(f'{n} images give no batch of {batch_size} per rank ({world_size} ranks) with drop_last.')
         self.epoch, self.position = 0, 0
