@@ -308,13 +308,17 @@ def verify_cache(split: CUBSplit, size: int, cache_dir=None) -> bool:
 def random_crop_flip(images: torch.Tensor, index: torch.Tensor, top: torch.Tensor, left: torch.Tensor,
                      flip: torch.Tensor, crop: int) -> torch.Tensor:
     "Crop `crop` x `crop` windows at (`top`, `left`) of `images[index]`, mirrored where `flip`; uint8 -> float in [-1, 1]."
+    n, c, s, _ = images.shape
     ar = torch.arange(crop, device=images.device)
     rows = top[:, None] + ar                                                                  # (B, crop)
     cols = torch.where(flip[:, None], left[:, None] + (crop - 1) - ar, left[:, None] + ar)    # (B, crop), reversed if flipped
-    ch = torch.arange(images.shape[1], device=images.device)
-    out = images[index[:, None, None], ch[None, :, None], rows[:, None, :]]                  # (B, 3, crop, S): whole rows
-    out = torch.gather(out, 3, cols[:, None, None, :].expand(-1, out.shape[1], crop, -1))    # (B, 3, crop, crop)
-    return out.float().div_(127.5).sub_(1.0)                                                # uint8 -> float32 in [-1, 1]
+    ch = torch.arange(c, device=images.device)
+    row_ids = (index[:, None, None] * c + ch[None, :, None]) * s + rows[:, None, :]          # (B, 3, crop) into (N*3*S) rows
+    out = images.reshape(-1, s).index_select(0, row_ids.reshape(-1)).view(len(index), c, crop, s)  # (B, 3, crop, S)
+    out = torch.gather(out, 3, cols[:, None, None, :].expand(-1, c, crop, -1))               # (B, 3, crop, crop)
+    if out.device.type == 'cpu': out = torch.from_numpy(out.numpy().astype(np.float32))     # ~4x faster than torch's CPU cast
+    else: out = out.float()
+    return out.div_(127.5).sub_(1.0)                                                         # [0, 255] -> [-1, 1]
 
 # %% ../nbs/12_data.ipynb #7f0a3f54
 def _seed(*parts) -> int:
@@ -359,7 +363,7 @@ class Batcher:
 
     def _to_device(self, images):
         "uint8 images on the device; on CPU a numpy array (or memory map) stays as it is and is gathered per batch."
-        if isinstance(images, torch.Tensor): return images.to(self.device)
+        if isinstance(images, torch.Tensor): return images.to(self.device).contiguous()
         if self.device.type == 'cpu': return images
         out = torch.empty(images.shape, dtype=torch.uint8, device=self.device)
         for i in range(0, len(images), 512): out[i:i + 512] = torch.from_numpy(np.array(images[i:i + 512]))  # chunks: bounded RAM
