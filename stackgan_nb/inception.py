@@ -8,7 +8,7 @@ __all__ = ['EMA', 'IMAGENET_INCEPTION_URL', 'InceptionClassifier', 'exclude_pad_
            'convert_stackgan_inception', 'load_stackgan_inception', 'download_weights', 'imagenet_inception',
            'FIDInception', 'fid_feature_net']
 
-# %% ../nbs/32_inception.ipynb #6e2e4d63
+# %% ../nbs/32_inception.ipynb #12d5c3fa
 import os
 import re
 import tempfile
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import inception_v3
 
-# %% ../nbs/32_inception.ipynb #fd0814f4
+# %% ../nbs/32_inception.ipynb #cda4c50c
 class InceptionClassifier(nn.Module):
     "Images in [-1, 1] of any size -> logits of `net`, after a bilinear resize to `size` (StackGAN's IS protocol)."
     def __init__(self, net: nn.Module, drop_background: bool = False, size: int = 299):
@@ -38,7 +38,7 @@ class InceptionClassifier(nn.Module):
         logits = self.net(x)                               # (B, C)
         return logits[:, 1:] if self.drop_background else logits  # StackGAN: class 0 is "background"
 
-# %% ../nbs/32_inception.ipynb #71a056c5
+# %% ../nbs/32_inception.ipynb #4356094e
 def _exclude_padding(module, args):
     "Turn a count_include_pad=True 3x3/s1/p1 average into the average over real pixels (TF 'SAME' pooling)."
     x, = args                                              # (B, C, H, W) pooled with count_include_pad=True
@@ -59,7 +59,7 @@ def stackgan_inception(num_classes: int = 50, aux_logits: bool = False) -> nn.Mo
                        transform_input=False)         # inputs are already in [-1, 1]
     return exclude_pad_in_avg_pools(net).eval()
 
-# %% ../nbs/32_inception.ipynb #090a9da5
+# %% ../nbs/32_inception.ipynb #1a44cac9
 EMA = '/ExponentialMovingAverage'
 
 _STEM = [('conv0', 'Conv2d_1a_3x3'), ('conv1', 'Conv2d_2a_3x3'), ('conv2', 'Conv2d_2b_3x3'),
@@ -93,7 +93,7 @@ def stackgan_inception_layers(aux_logits: bool = False) -> list[tuple[str, str, 
                        ('aux_logits/FC', 'AuxLogits.fc', 'fc')]
     return layers + [('logits/logits', 'fc', 'fc')]
 
-# %% ../nbs/32_inception.ipynb #a8e8f62b
+# %% ../nbs/32_inception.ipynb #007cc19a
 class ConversionError(ValueError):
     "The variables do not fit the network; the message lists every problem."
 
@@ -111,7 +111,7 @@ def read_tf_variables(source) -> dict[str, np.ndarray]:
     reader = tf.train.load_checkpoint(str(path))
     return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map() if name.endswith(EMA)}
 
-# %% ../nbs/32_inception.ipynb #4b0e967b
+# %% ../nbs/32_inception.ipynb #b3bea0c0
 def stackgan_inception_state_dict(variables: dict, aux_logits: bool = False) -> dict[str, torch.Tensor]:
     "Map TF-slim EMA variables (name -> array) onto `stackgan_inception(aux_logits=aux_logits)`'s state dict."
     target = stackgan_inception(aux_logits=aux_logits).state_dict()
@@ -155,7 +155,7 @@ def stackgan_inception_state_dict(variables: dict, aux_logits: bool = False) -> 
     if unused: warnings.warn(f'{len(unused)} EMA variable(s) not used: {", ".join(unused[:5])}' + (' ...' if len(unused) > 5 else ''))
     return state
 
-# %% ../nbs/32_inception.ipynb #68675ee8
+# %% ../nbs/32_inception.ipynb #68b3d83a
 def _save_atomic(obj, path: Path) -> None:
     "torch.save to a temporary file in the target folder, then rename: the old file survives any failure."
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -191,7 +191,7 @@ def load_stackgan_inception(path, source=None) -> InceptionClassifier:
     net.load_state_dict(ckpt['state_dict'])
     return InceptionClassifier(net, drop_background=True)
 
-# %% ../nbs/32_inception.ipynb #faf46968
+# %% ../nbs/32_inception.ipynb #b968755f
 def download_weights(url: str, cache_dir=None) -> Path:
     "Path of `url`'s file in `cache_dir`, downloaded (hash-checked from its name) if not there yet."
     cache_dir = Path(cache_dir) if cache_dir is not None else Path(torch.hub.get_dir()) / 'checkpoints'
@@ -205,7 +205,7 @@ def download_weights(url: str, cache_dir=None) -> Path:
                            f'offline, fetch the file elsewhere and copy it to {path}.') from e
     return path
 
-# %% ../nbs/32_inception.ipynb #482d55a2
+# %% ../nbs/32_inception.ipynb #bb77fdeb
 IMAGENET_INCEPTION_URL = 'https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth'
 
 
@@ -216,7 +216,7 @@ def imagenet_inception(cache_dir=None, url: str = IMAGENET_INCEPTION_URL) -> Inc
     net.load_state_dict({k: v for k, v in state.items() if not k.startswith('AuxLogits.')})
     return InceptionClassifier(net)
 
-# %% ../nbs/32_inception.ipynb #e874b2de
+# %% ../nbs/32_inception.ipynb #4a9ffb5e
 class FIDInception(nn.Module):
     "[-1, 1] images -> 2048-d pool features of the standard FID Inception (input as 8-bit images)."
     num_features = 2048
