@@ -8,7 +8,7 @@ __all__ = ['EMA', 'IMAGENET_INCEPTION_URL', 'InceptionClassifier', 'exclude_pad_
            'convert_stackgan_inception', 'load_stackgan_inception', 'download_weights', 'imagenet_inception',
            'FIDInception', 'fid_feature_net']
 
-# %% ../nbs/32_inception.ipynb #12d5c3fa
+# %% ../nbs/32_inception.ipynb #41898e85
 import os
 import re
 import tempfile
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import inception_v3
 
-# %% ../nbs/32_inception.ipynb #cda4c50c
+# %% ../nbs/32_inception.ipynb #4eed476e
 class InceptionClassifier(nn.Module):
     "Images in [-1, 1] of any size -> logits of `net`, after a bilinear resize to `size` (StackGAN's IS protocol)."
     def __init__(self, net: nn.Module, drop_background: bool = False, size: int = 299):
@@ -38,7 +38,7 @@ class InceptionClassifier(nn.Module):
         logits = self.net(x)                               # (B, C)
         return logits[:, 1:] if self.drop_background else logits  # StackGAN: class 0 is "background"
 
-# %% ../nbs/32_inception.ipynb #4356094e
+# %% ../nbs/32_inception.ipynb #9a2ac674
 def _exclude_padding(module, args):
     "Turn a count_include_pad=True 3x3/s1/p1 average into the average over real pixels (TF 'SAME' pooling)."
     x, = args                                              # (B, C, H, W) pooled with count_include_pad=True
@@ -59,7 +59,7 @@ def stackgan_inception(num_classes: int = 50, aux_logits: bool = False) -> nn.Mo
                        transform_input=False)         # inputs are already in [-1, 1]
     return exclude_pad_in_avg_pools(net).eval()
 
-# %% ../nbs/32_inception.ipynb #1a44cac9
+# %% ../nbs/32_inception.ipynb #80c77689
 EMA = '/ExponentialMovingAverage'
 
 _STEM = [('conv0', 'Conv2d_1a_3x3'), ('conv1', 'Conv2d_2a_3x3'), ('conv2', 'Conv2d_2b_3x3'),
@@ -93,7 +93,7 @@ def stackgan_inception_layers(aux_logits: bool = False) -> list[tuple[str, str, 
                        ('aux_logits/FC', 'AuxLogits.fc', 'fc')]
     return layers + [('logits/logits', 'fc', 'fc')]
 
-# %% ../nbs/32_inception.ipynb #007cc19a
+# %% ../nbs/32_inception.ipynb #6460463b
 class ConversionError(ValueError):
     "The variables do not fit the network; the message lists every problem."
 
@@ -111,7 +111,7 @@ def read_tf_variables(source) -> dict[str, np.ndarray]:
     reader = tf.train.load_checkpoint(str(path))
     return {name: reader.get_tensor(name) for name in reader.get_variable_to_shape_map() if name.endswith(EMA)}
 
-# %% ../nbs/32_inception.ipynb #b3bea0c0
+# %% ../nbs/32_inception.ipynb #1b26fb70
 def stackgan_inception_state_dict(variables: dict, aux_logits: bool = False) -> dict[str, torch.Tensor]:
     "Map TF-slim EMA variables (name -> array) onto `stackgan_inception(aux_logits=aux_logits)`'s state dict."
     target = stackgan_inception(aux_logits=aux_logits).state_dict()
@@ -150,19 +150,23 @@ def stackgan_inception_state_dict(variables: dict, aux_logits: bool = False) -> 
     unused = sorted(k for k in variables if k.endswith(EMA) and k not in used)
     problems += [f'unexpected variable {k} inside a mapped layer' for k in unused if k.startswith(scopes)]
     if problems:
+        found = sorted(k for k in variables if k.endswith(EMA))
         raise ConversionError(f'{len(problems)} problem(s) converting the StackGAN Inception:\n  ' + '\n  '.join(problems[:20])
-                              + '\nIs this the birds checkpoint of StackGAN-inception-model (model.ckpt-5000, 50 classes + background)?')
+                              + f'\nThe file has {len(found)} EMA variables' + (f', e.g. {", ".join(found[:3])}' if found else '')
+                              + '.\nIs this the birds checkpoint of StackGAN-inception-model (model.ckpt-5000, 50 classes + background)?')
     if unused: warnings.warn(f'{len(unused)} EMA variable(s) not used: {", ".join(unused[:5])}' + (' ...' if len(unused) > 5 else ''))
     return state
 
-# %% ../nbs/32_inception.ipynb #68b3d83a
+# %% ../nbs/32_inception.ipynb #2422c3ab
 def _save_atomic(obj, path: Path) -> None:
     "torch.save to a temporary file in the target folder, then rename: the old file survives any failure."
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix='.tmp')
-    os.close(fd)
     try:
-        torch.save(obj, tmp)
+        with os.fdopen(fd, 'wb') as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())                           # on Drive, the rename must not overtake the data
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp): os.remove(tmp)
@@ -191,7 +195,7 @@ def load_stackgan_inception(path, source=None) -> InceptionClassifier:
     net.load_state_dict(ckpt['state_dict'])
     return InceptionClassifier(net, drop_background=True)
 
-# %% ../nbs/32_inception.ipynb #b968755f
+# %% ../nbs/32_inception.ipynb #a171cc1f
 def download_weights(url: str, cache_dir=None) -> Path:
     "Path of `url`'s file in `cache_dir`, downloaded (hash-checked from its name) if not there yet."
     cache_dir = Path(cache_dir) if cache_dir is not None else Path(torch.hub.get_dir()) / 'checkpoints'
@@ -205,7 +209,7 @@ def download_weights(url: str, cache_dir=None) -> Path:
                            f'offline, fetch the file elsewhere and copy it to {path}.') from e
     return path
 
-# %% ../nbs/32_inception.ipynb #bb77fdeb
+# %% ../nbs/32_inception.ipynb #1f346755
 IMAGENET_INCEPTION_URL = 'https://download.pytorch.org/models/inception_v3_google-0cc3c7bd.pth'
 
 
@@ -216,7 +220,7 @@ def imagenet_inception(cache_dir=None, url: str = IMAGENET_INCEPTION_URL) -> Inc
     net.load_state_dict({k: v for k, v in state.items() if not k.startswith('AuxLogits.')})
     return InceptionClassifier(net)
 
-# %% ../nbs/32_inception.ipynb #4a9ffb5e
+# %% ../nbs/32_inception.ipynb #b277f517
 class FIDInception(nn.Module):
     "[-1, 1] images -> 2048-d pool features of the standard FID Inception (input as 8-bit images)."
     num_features = 2048
