@@ -9,7 +9,7 @@ __all__ = ['image_batches', 'device_of', 'evaluating', 'write_atomic', 'private_
            'AttributeClassifier', 'attribute_accuracy', 'train_attribute_classifier', 'save_attribute_classifier',
            'load_attribute_classifier']
 
-# %% ../nbs/31_metrics.ipynb #8429254a
+# %% ../nbs/31_metrics.ipynb #91bd7e02
 import os
 import tempfile
 from contextlib import ExitStack, contextmanager
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# %% ../nbs/31_metrics.ipynb #a7130fd4
+# %% ../nbs/31_metrics.ipynb #f1f59111
 def image_batches(images, batch_size: int = 64):
     "Batches from a tensor (N, 3, H, W), or the batches an iterable yields, as float images in [-1, 1]."
     batches = images.split(batch_size) if torch.is_tensor(images) else images
@@ -66,7 +66,7 @@ def private_rng(seed: int):
         torch.manual_seed(seed)
         yield
 
-# %% ../nbs/31_metrics.ipynb #736411b4
+# %% ../nbs/31_metrics.ipynb #4490facc
 @torch.no_grad()
 def generated_images(G: nn.Module, text_embeddings: torch.Tensor, batch_size: int = 64, seed: int = 0, stage1: bool = False):
     "Yield G's images (B, 3, H, W) for `text_embeddings` (M, text_dim), one per embedding, in eval mode."
@@ -78,7 +78,7 @@ def generated_images(G: nn.Module, text_embeddings: torch.Tensor, batch_size: in
                 s1, img, _, _ = G(emb.to(device), noise)
             yield s1 if stage1 and s1 is not None else img
 
-# %% ../nbs/31_metrics.ipynb #7720cc2d
+# %% ../nbs/31_metrics.ipynb #7429fab3
 @torch.no_grad()
 def class_probabilities(images, classifier: nn.Module, batch_size: int = 64, device=None, transform=None) -> torch.Tensor:
     "softmax(classifier(x)) for every image: (N, C) float64 on the CPU."
@@ -116,7 +116,7 @@ def inception_score(images, classifier: nn.Module, splits: int = 10, batch_size:
     probs = class_probabilities(images, classifier, batch_size, device, transform)
     return inception_score_from_probs(probs, splits, seed, whole_batches_of)
 
-# %% ../nbs/31_metrics.ipynb #9a3773a6
+# %% ../nbs/31_metrics.ipynb #13bd6372
 @dataclass
 class FIDStats:
     "Mean (D,) and covariance (D, D) of `n` feature vectors from the network named `feature`."
@@ -187,7 +187,7 @@ def cached_fid_stats(path, images, feature_net: nn.Module, feature: str, **kwarg
     stats.save(path)
     return stats
 
-# %% ../nbs/31_metrics.ipynb #e9336240
+# %% ../nbs/31_metrics.ipynb #b57d95d1
 def border_widths(images: torch.Tensor, color=1.0, tol: float = 0.05) -> torch.Tensor:
     "(B, 4) widths (top, bottom, left, right) of each image's uniform border of `color` (None: its top-left pixel)."
     ref = images[:, :, :1, :1] if color is None else torch.as_tensor(color, dtype=images.dtype).reshape(1, -1, 1, 1)
@@ -209,7 +209,7 @@ def trim_uniform_border(images: torch.Tensor, color=1.0, tol: float = 0.05, max_
         out[i] = F.interpolate(crop, size=(H, W), mode='bilinear', align_corners=False, antialias=True)[0]
     return out
 
-# %% ../nbs/31_metrics.ipynb #d51ba888
+# %% ../nbs/31_metrics.ipynb #c75d75f1
 @torch.no_grad()
 def score_images(images, classifier: nn.Module | None = None, feature_net: nn.Module | None = None,
                  real_stats: FIDStats | None = None, trim_border: bool = False, splits: int = 10, seed: int | None = 0,
@@ -238,7 +238,7 @@ def score_images(images, classifier: nn.Module | None = None, feature_net: nn.Mo
         if feature_net is not None: out['fid' + key] = fid(real_stats, FIDStats.from_sums(*sums[key], real_stats.feature))
     return out
 
-# %% ../nbs/31_metrics.ipynb #6ded53f3
+# %% ../nbs/31_metrics.ipynb #e10bd214
 @torch.no_grad()
 def pairwise_diversity(samples: torch.Tensor, size: int = 64, feature_net: nn.Module | None = None) -> float:
     "Mean distance over all pairs of samples of the same caption: (K, 3, H, W) or (C, K, 3, H, W); 0 = all identical."
@@ -265,7 +265,7 @@ def diversity_score(G: nn.Module, text_embedding: torch.Tensor, n: int = 8, seed
     imgs = torch.cat(list(generated_images(G, emb.repeat_interleave(n, 0), batch_size=len(emb) * n, seed=seed)))
     return pairwise_diversity(imgs.view(len(emb), n, *imgs.shape[1:]), size)  # (E, n, 3, H, W)
 
-# %% ../nbs/31_metrics.ipynb #ad01951a
+# %% ../nbs/31_metrics.ipynb #eb6659b3
 class _Head(nn.Module):
     "One head of an AttributeClassifier as a logits module (for inception_score); shares its weights and mode."
     def __init__(self, clf, name):
@@ -309,7 +309,7 @@ class AttributeClassifier(nn.Module):
 
     def feature_net(self) -> nn.Module: return _Features(self)
 
-# %% ../nbs/31_metrics.ipynb #0f121d7c
+# %% ../nbs/31_metrics.ipynb #3521f450
 @torch.no_grad()
 def attribute_accuracy(classifier: AttributeClassifier, images, labels: dict, batch_size: int = 256, device=None) -> dict[str, float]:
     "Accuracy of each head on `images` against `labels` (name -> (N,) long, -1 = unknown, skipped)."
