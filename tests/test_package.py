@@ -14,7 +14,7 @@ LAYERS = [
     {'core'},
     {'models', 'text', 'char_cnn_rnn', 'download', 'checkpoint'},
     {'losses', 'data', 'synthetic'},
-    {'steps', 'metrics'},
+    {'steps', 'metrics', 'inception'},
     {'train', 'distributed'},
     {'sample', 'evaluate', 'compare'},
     {'widgets', 'quickstart'},
