@@ -278,7 +278,7 @@ class Trainer:
                 self.recent = (self.recent + [{'step': self.step, **{k: float(v) for k, v in parts.items()}}])[-50:]
                 bar.set_postfix(epoch=f'{self.epoch + 1}/{tcfg.epochs}', **{k: f'{float(v):.3f}' for k, v in parts.items() if k in ('d_loss', 'g_loss')})
             if self.step >= total: break
-            if self.ckpt.due(): self.save()
+            if self.step % per_epoch and self.ckpt.due(): self.save()   # (an epoch end saves below anyway)
         if self.step % per_epoch == 0:                           # the epoch is complete
             self.end_of_epoch({k: v / counts[k] for k, v in sums.items()}, counts.get('d_loss', 0), time.perf_counter() - t0)
             self.epoch = self.step // per_epoch
