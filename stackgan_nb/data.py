@@ -418,7 +418,7 @@ class Batcher:
         "The remaining batches of the current epoch; at its end the state moves to (epoch + 1, 0)."
         self._normalise()
         epoch = self.epoch
-        while self.position < len(self):
+        while self.epoch == epoch and self.position < len(self):   # state_dict() may have moved on to the next epoch
             b = self.batch(epoch, self.position)
             self.position += 1                  # counted as consumed once handed out
             yield b

@@ -173,6 +173,19 @@ def test_resume_mid_epoch_is_bit_identical(world, tmp_path, kw):
             assert (x.wrong_idx is None and y.wrong_idx is None) or torch.equal(x.wrong_idx, y.wrong_idx)
 
 
+def test_state_dict_during_iteration_does_not_replay(world, tmp_path):
+    "A checkpoint taken right after an epoch's last batch (state_dict() mid-loop) must not make the loop replay the epoch."
+    split = read_cub(world)
+    imgs = load_images(split, 76, tmp_path / 'c', progress=False)
+    b = Batcher(imgs, split.embeddings, split.class_ids, 4, 64, seed=3)
+    seen = []
+    for batch in b:
+        seen.append(batch.index)
+        b.state_dict()                                           # as the trainer's autosave does
+        if len(seen) > 2 * len(b): break                         # (fail, do not loop forever)
+    assert len(seen) == len(b) and b.state_dict() == {**b.state_dict(), 'epoch': 1, 'position': 0}
+
+
 def test_global_rng_untouched_and_seed_matters(world, tmp_path):
     split = read_cub(world)
     imgs = load_images(split, 76, tmp_path / 'c', progress=False)
