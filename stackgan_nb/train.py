@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['RunConfig', 'precision', 'NonFiniteError', 'all_finite', 'read_log', 'plot_losses', 'sample_grid',
-           'experiment_identity', 'Trainer', 'train']
+           'experiment_identity', 'Trainer', 'find_run', 'load_generator', 'train']
 
 # %% ../nbs/21_train.ipynb #789bca9f
 import dataclasses
@@ -24,10 +24,11 @@ from torchvision.utils import make_grid, save_image
 from tqdm.auto import tqdm
 
 from .checkpoint import CheckpointManager, check_run_config, rng_state, run_dir, set_rng_state
-from .core import Preset, _Checked, choice, config_dict, get_device, get_preset, number, override, seed_everything
+from .core import (ModelConfig, Preset, _Checked, choice, config_dict, config_from_dict, get_device, get_preset, number,
+                             override, seed_everything)
 from .data import Batcher, load_images, read_cub
-from .metrics import diversity_score
-from .models import build_models
+from .metrics import diversity_score, pairwise_diversity
+from .models import Stage1Generator, Stage2Generator, build_models
 from .steps import lr_factor, make_optimizers, set_lr, train_step
 
 # %% ../nbs/21_train.ipynb #8be12cb2
@@ -42,7 +43,8 @@ class RunConfig(_Checked):
     amp: str = choice('auto', 'auto', 'bf16', 'fp16', 'off', doc="mixed precision: 'auto' = bf16 on GPUs that have it, else fp16; off on CPU")
     sample_every: int = number(1, 1, doc='write a sample grid every this many epochs')
     n_samples: int = number(8, 1, doc='captions in the sample grid')
-    diversity_threshold: float = number(0.02, 0, doc='warn about mode collapse when diversity falls below this')
+    diversity_threshold: float = number(0.05, 0, doc='warn about mode collapse when sample diversity < this x real-image diversity')
+    collapse_warmup: int = number(2, 0, doc='epochs before the mode-collapse warning is armed (an untrained G is flat, not collapsed)')
     check_every: int = number(1, 1, doc='check losses for NaN/Inf every this many steps')
     seed: int = number(0, 0, doc='seed of noise, data order and augmentation')
     progress: bool = True
@@ -157,6 +159,8 @@ class Trainer:
         g = torch.Generator().manual_seed(config.seed + 1)
         self.fixed_noise = torch.randn(len(first), mcfg.z_dim, generator=g).to(self.device)
         self.div_emb = self.fixed_emb[:1]
+        real = torch.as_tensor(np.asarray(images[first[:8] if len(first) > 1 else slice(0, 8)])).float() / 127.5 - 1
+        self.real_diversity = pairwise_diversity(real) if len(real) > 1 else 1.0   # the scale of "different birds"
         self.div_caption = split.captions[first[0]][0] if split.captions and split.captions[first[0]] else 'the first grid caption'
 
         self.epoch, self.step, self.lr_scale, self.rollbacks, self.history, self.recent = 0, 0, 1.0, 0, [], []
@@ -217,7 +221,7 @@ class Trainer:
     def log(self, msg: str) -> None:
         "A line in the run's text log and on screen (above the progress bar)."
         with open(self.folder / 'messages.txt', 'a') as f: f.write(time.strftime('%Y-%m-%d %H:%M:%S ') + msg + '\n')
-        tqdm.write(msg) if self.cfg.progress else None
+        tqdm.write(msg)                                          # (above the progress bar, if there is one)
 
     # -- failure handling --------------------------------------------------------------------------------------
     def rollback(self, why: str) -> None:
@@ -244,9 +248,11 @@ class Trainer:
                 (self.folder / 'samples').mkdir(exist_ok=True)
                 sample_grid(self.G, self.fixed_emb, self.fixed_noise, self.folder / 'samples' / f'epoch_{self.epoch + 1:04d}.png')
             row['diversity'] = diversity_score(self.G, self.div_emb, n=8, seed=self.cfg.seed)
-        if row['diversity'] < self.cfg.diversity_threshold:
-            warnings.warn(f'Possible mode collapse at epoch {self.epoch + 1}: diversity {row["diversity"]:.4f} < {self.cfg.diversity_threshold} '
-                          f'for "{self.div_caption}". BatchNorm + Adam can collapse; try the no-bn presets.')
+        row['diversity_ratio'] = row['diversity'] / max(self.real_diversity, 1e-12)
+        if self.epoch + 1 > self.cfg.collapse_warmup and row['diversity_ratio'] < self.cfg.diversity_threshold:
+            msg = (f'Possible mode collapse at epoch {self.epoch + 1}: samples of "{self.div_caption}" differ {row["diversity_ratio"]:.3f}x as much '
+                   f'as real birds do (threshold {self.cfg.diversity_threshold}). BatchNorm + Adam can collapse; compare a no-bn preset.')
+            warnings.warn(msg); self.log(msg)
             row['collapse_warning'] = True
         self._callback('after_epoch', row)
         self.history.append(row)
@@ -293,6 +299,33 @@ class Trainer:
             while self.step < total: self.train_epoch(total, bar)
         if self.history: plot_losses(self.folder, path=self.folder / 'losses.png')
         return self
+
+
+def find_run(run, runs_root=None) -> Path:
+    "The folder of `run`: a path to a run folder, or a run name under `runs_root` (see `run_dir`); it must exist."
+    p = Path(run).expanduser()
+    folder = p if (p / 'stage1').is_dir() or (p / 'stage2').is_dir() else run_dir(str(run), runs_root)
+    if not any((folder / f'stage{s}').is_dir() for s in (1, 2)):
+        raise FileNotFoundError(f'No trained stage in {folder}: train one first (stackgan train --run {p.name} --stage 1 ...).')
+    return folder
+
+
+def load_generator(run, stage: int | None = None, runs_root=None, device='cpu'):
+    "(G in eval mode, info) from the newest checkpoint of `run`: `stage` 1 or 2, or the highest trained stage when None."
+    folder = find_run(run, runs_root)
+    for s in ([stage] if stage else [2, 1]):
+        latest = CheckpointManager(folder / f'stage{s}').latest() if (folder / f'stage{s}').is_dir() else None
+        if latest is not None: break
+    else:
+        have = [s for s in (1, 2) if (folder / f'stage{s}').is_dir()]
+        raise FileNotFoundError(f'Run {folder.name} has no Stage-{"I" * stage} checkpoint (trained stages: {have or "none"}).'
+                                if stage else f'Run {folder.name} has no valid checkpoint in {folder}.')
+    state, path = latest
+    cfg = config_from_dict(ModelConfig, state['model_config'])
+    G = (Stage1Generator(cfg) if s == 1 else Stage2Generator(cfg))
+    G.load_state_dict(state['G'])
+    info = {k: state[k] for k in ('stage', 'preset', 'epoch', 'step', 'model_config', 'train_config', 'text_encoder')}
+    return G.to(get_device(device)).eval(), {**info, 'checkpoint': str(path), 'run': str(folder)}
 
 
 def train(data, stage: int = 1, preset='stackgan', run: str = 'stackgan', overrides=(), epochs: int | None = None,
