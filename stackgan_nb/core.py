@@ -62,6 +62,7 @@ class ModelConfig(_Checked):
     text_dim: int = number(1024, 1, doc='size of the caption embedding (char-CNN-RNN: 1024)')
     r_num: int = number(4, 0, doc='R_NUM: residual blocks in the Stage-II generator')
     norm: str = choice('batch', 'batch', 'none', doc="'batch' (official) or 'none' (the no-BN experiments)")
+    ca_act: str = choice('relu', 'relu', 'leaky_relu', doc="activation after the CA layer: 'relu' (StackGAN-Pytorch) or 'leaky_relu' (StackGAN TF)")
     d_dropout: float = number(0.0, 0.0, 0.9, doc='dropout probability after D activations (0: official)')
 
 # %% ../nbs/00_core.ipynb #bc222cd2

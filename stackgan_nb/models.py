@@ -54,11 +54,11 @@ class ResBlock(nn.Module):
 # %% ../nbs/01_models.ipynb #6592fbf8
 class CANet(nn.Module):
     "Conditioning Augmentation: phi_t -> (c_hat, mu, logvar), c_hat = mu + exp(logvar / 2) * eps."
-    def __init__(self, text_dim=1024, condition_dim=128):
+    def __init__(self, text_dim=1024, condition_dim=128, act='relu'):
         super().__init__()
         self.c_dim = condition_dim
         self.fc = nn.Linear(text_dim, condition_dim * 2, bias=True)
-        self.relu = nn.ReLU()
+        self.relu = nn.ReLU() if act == 'relu' else nn.LeakyReLU(0.2)  # (the official attribute name, whichever it is)
 
     def forward(self, text_embedding, sample=True):        # (B, text_dim)
         x = self.relu(self.fc(text_embedding))             # (B, 2 * c_dim)
@@ -74,7 +74,7 @@ class Stage1Generator(nn.Module):
         super().__init__()
         self.ngf, self.z_dim = cfg.gf_dim * 8, cfg.z_dim
         ngf, norm = self.ngf, cfg.norm
-        self.ca_net = CANet(cfg.text_dim, cfg.condition_dim)
+        self.ca_net = CANet(cfg.text_dim, cfg.condition_dim, cfg.ca_act)
         self.fc = nn.Sequential(nn.Linear(cfg.z_dim + cfg.condition_dim, ngf * 4 * 4, bias=False),
                                 nn.BatchNorm1d(ngf * 4 * 4) if norm == 'batch' else nn.Identity(), nn.ReLU(True))
         self.upsample1 = up_block(ngf, ngf // 2, norm)
@@ -156,7 +156,7 @@ class Stage2Generator(nn.Module):
         super().__init__()
         ngf, norm, self.ef_dim, self.z_dim = cfg.gf_dim, cfg.norm, cfg.condition_dim, cfg.z_dim
         self.STAGE1_G = freeze(stage1 if stage1 is not None else Stage1Generator(cfg))
-        self.ca_net = CANet(cfg.text_dim, cfg.condition_dim)
+        self.ca_net = CANet(cfg.text_dim, cfg.condition_dim, cfg.ca_act)
         self.encoder = nn.Sequential(
             conv3x3(3, ngf), nn.ReLU(True),                                          # (B, ngf, 64, 64)
             down4x4(ngf, ngf * 2), norm2d(ngf * 2, norm), nn.ReLU(True),             # (B, 2ngf, 32, 32)
