@@ -153,7 +153,8 @@ class SpeedSettings:
                              ('channels_last', self.channels_last), ('fused optimizer', self.fused), ('CUDA graph', self.cuda_graph),
                              (f'torch.compile ({self.compile})', self.compile != 'off'), ('SyncBatchNorm', self.sync_batchnorm)) if v]
         data = 'uint8 cache + Batcher on the device' if self.data == 'batcher' else 'official per-image PIL pipeline'
-        return (f'mode {self.mode}: {", ".join(on) or "float32 eager"}; {data}; NaN check every {self.check_every} steps'
+        check = 'every step' if self.check_every == 1 else f'every {self.check_every} steps'
+        return (f'mode {self.mode}: {", ".join(on) or "float32 eager"}; {data}; NaN check {check}'
                 + ''.join(f'; {n}' for n in self.notes))
 
 
