@@ -40,7 +40,8 @@ from .steps import DLoss, GraphedTrainStep, load_optimizer_state, lr_factor, mak
 @dataclass(frozen=True)
 class RunConfig(_Checked):
     "How a training run is operated (not part of the experiment's identity)."
-    checkpoint_minutes: float = number(10.0, 0, lo_open=True, doc='autosave every this many minutes (and at every epoch end)')
+    checkpoint_minutes: float = number(10.0, 0, lo_open=True, doc='autosave every this many minutes')
+    checkpoint_epochs: int = number(1, 0, doc='also checkpoint at the end of every this many epochs (0: by time only; the last step always saves)')
     keep: int = number(3, 1, doc='checkpoints kept on disk (the newest)')
     nan_policy: str = choice('rollback', 'rollback', 'stop', doc='non-finite loss/weights: roll back and lower the LR, or stop')
     nan_lr_factor: float = number(0.5, 0, 1, lo_open=True, doc='learning-rate factor applied at each rollback')
@@ -344,6 +345,7 @@ class Trainer:
 
     def _prepare_networks(self) -> None:
         "Device, train mode, and the fast path's layout/compilation/SyncBatchNorm (state_dict keys unchanged)."
+        if self.device.type == 'cuda': torch.backends.cudnn.benchmark = True   # fixed shapes: pick the fastest kernels once
         self.G.to(self.device).train(); self.D.to(self.device).train()
         if self.speed.sync_batchnorm:
             self.G = nn.SyncBatchNorm.convert_sync_batchnorm(self.G)
@@ -503,7 +505,7 @@ class Trainer:
         tcfg, per_epoch, check = self.preset.train, len(self.batcher), self.speed.check_every
         log_every = check * math.ceil(20 / check)                # reading losses waits for the device: only at checks
         set_lr(self.opt_g, self.opt_d, tcfg, lr_factor(self.epoch, tcfg) * self.lr_scale)
-        sums, counts, t0 = {}, {}, time.perf_counter()
+        sums, counts, t0, due, last = {}, {}, time.perf_counter(), False, False
         for batch in self.batcher:
             parts = self.train_batch(batch)
             bar.update(1)
@@ -511,7 +513,7 @@ class Trainer:
             self._callback('after_step', parts)
             last, epoch_end = self.step >= total, self.step % per_epoch == 0
             if self.step % check and not (last or epoch_end): continue
-            bad, save_now = self._check(parts, due=not (last or epoch_end) and self.ckpt.due())
+            bad, due = self._check(parts, due=not last and self.ckpt.due())
             if bad:
                 self.rollback('Non-finite loss or weights')
                 bar.n = self.step; bar.refresh()
@@ -520,15 +522,17 @@ class Trainer:
                 self.recent = (self.recent + [{'step': self.step, **{k: float(v) for k, v in parts.items()}}])[-50:]
                 bar.set_postfix(epoch=f'{self.epoch + 1}/{tcfg.epochs}', **{k: f'{float(v):.3f}' for k, v in parts.items() if k in ('d_loss', 'g_loss')})
             if last: break
-            if save_now: self.save()                             # (an epoch end saves below anyway)
-        if self.step % per_epoch == 0:                           # the epoch is complete
+            if due and not epoch_end: self.save()                # (an epoch end decides below)
+        complete = self.step % per_epoch == 0
+        if complete:
             means = {k: v / counts[k] for k, v in sums.items()}
             if self.dist.enabled:                                # epoch means over all ranks
                 mean = all_reduce_(torch.stack([torch.as_tensor(v, device=self.device).float() for v in means.values()]), self.dist)
                 means = dict(zip(means, (mean / self.dist.world_size).tolist()))
             self.end_of_epoch(means, counts.get('d_loss', 0), time.perf_counter() - t0)
             self.epoch = self.step // per_epoch
-        self.save()
+        every = self.cfg.checkpoint_epochs
+        if last or due or (complete and every and self.epoch % every == 0): self.save()
 
     def fit(self) -> 'Trainer':
         "Train to `train.epochs` (or `max_steps`), resuming from the newest checkpoint; safe to interrupt at any moment."
