@@ -49,7 +49,7 @@ class RunConfig(_Checked):
     amp: str = choice('auto', 'auto', 'bf16', 'fp16', 'off', doc="mixed precision: 'auto' = bf16 on GPUs that have it, else fp16; off on CPU")
     mode: str = choice('fast', 'fast', 'baseline', doc="'fast', or 'baseline': the official recipe (fp32 eager, Sigmoid+BCELoss, per-image PIL data) for comparisons")
     cuda_graph: str = choice('auto', 'auto', 'on', 'off', doc="record the whole step as one CUDA graph: 'auto' = Stage-I on one GPU (launch-bound)")
-    compile: str = choice('off', 'off', 'default', 'max-autotune-no-cudagraphs', doc='torch.compile mode for the networks (excludes the CUDA graph)')
+    compile: str = choice('off', 'off', 'default', 'max-autotune-no-cudagraphs', doc='torch.compile mode for the networks (recorded in the CUDA graph only with cuda_graph=on)')
     channels_last: str = choice('auto', 'auto', 'on', 'off', doc="NHWC memory layout of the networks: 'auto' = on CUDA")
     sync_batchnorm: bool = False      # several GPUs: BatchNorm statistics over the global batch (CUDA only)
     workers: int = number(6, 0, doc="DataLoader processes of the baseline's per-image pipeline (the official setting: 6)")
@@ -180,7 +180,7 @@ def speed_settings(run: 'RunConfig', device: torch.device, stage: int, train: Tr
     want_graph = run.cuda_graph == 'on' or (run.cuda_graph == 'auto' and stage == 1)
     blockers = [why for bad, why in ((not cuda, 'needs a CUDA device'), (world_size > 1, 'not with several processes'),
                                      (train.n_critic != 1, f'n_critic={train.n_critic}'), (amp == 'fp16', 'fp16 GradScaler is not capturable'),
-                                     (comp != 'off', 'torch.compile is on')) if bad]
+                                     (comp != 'off' and run.cuda_graph != 'on', 'torch.compile is on (cuda_graph=on records the compiled step)')) if bad]
     if want_graph and blockers and (cuda or run.cuda_graph == 'on'): notes.append(f'CUDA graph off: {", ".join(blockers)}')
     return SpeedSettings('fast', amp, run.channels_last == 'on' or (run.channels_last == 'auto' and cuda), True if cuda else None,
                          want_graph and not blockers, comp, sync_bn, None, True, 'batcher', check, tuple(notes))
