@@ -1,0 +1,30 @@
+"""The training benchmark's smoke mode (tiny networks and data on the CPU): both stages, both modes and the numerics
+check run through the real trainer, and the table and JSON carry every column."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_train_speed_smoke(tmp_path):
+    out = tmp_path / 'speed.json'
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'TQDM_DISABLE': '1'}
+    r = subprocess.run([sys.executable, str(ROOT / 'bench' / 'train_speed.py'), '--smoke', '--json', str(out)],
+                       capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert 'TINY networks' in r.stdout and '| stage | batch | mode | img/s | ms/step | vs baseline |' in r.stdout
+    res = json.loads(out.read_text())
+    assert res['device'].startswith('CPU')
+    assert [(x['stage'], x['mode']) for x in res['rows']] == [(1, 'baseline'), (1, 'fast'), (2, 'baseline'), (2, 'fast')]
+    for x in res['rows']:
+        assert x['img_s'] > 0 and x['ms_step'] > 0 and x['data_img_s'] > 0 and x['steps'] >= 3
+        assert x['tflop_s'] > 0 and x['checkpoint_s'] > 0 and x['recipe_600_h'] > 0
+    flops = {(x['stage'], x['mode']): x['gflop_img'] for x in res['rows']}
+    assert flops[2, 'fast'] > flops[1, 'fast'] > 0
+    assert flops[1, 'baseline'] > flops[1, 'fast']                   # the baseline also computes D's gradients in the G step
+    assert '| I | 4 | fast |' in r.stdout and 'x |' in r.stdout        # the ratio column
+    assert [n['stage'] for n in res['numerics']] == [1, 2] and all(n['finite'] for n in res['numerics'])
+    assert res['numerics'][0]['first'] < 1e-4 < res['numerics'][0]['control']   # step 1 agrees; other noise does not
