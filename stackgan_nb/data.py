@@ -359,7 +359,7 @@ class Batcher:
         if len(self) == 0: raise ValueError(f'{n} images give no batch of {batch_size} per rank ({world_size} ranks) with drop_last.')
         self.epoch, self.position = 0, 0
         self._gen = torch.Generator(device=self.device)
-        self._order = (None, None)
+        self._order = (None, None, None)                  # (key, order on the CPU, the same order on the device)
 
     def _to_device(self, images):
         "uint8 images on the device; on CPU a numpy array (or memory map) stays as it is and is gathered per batch."
@@ -379,19 +379,20 @@ class Batcher:
             g = torch.Generator().manual_seed(_seed(self.seed, 'order', epoch))
             perm = torch.randperm(self.n, generator=g)
             if len(perm) < self.per_rank * self.world_size: perm = torch.cat([perm, perm[:self.per_rank * self.world_size - len(perm)]])
-            self._order = ((self.seed, epoch), perm[self.rank::self.world_size][:self.per_rank])
+            mine = perm[self.rank::self.world_size][:self.per_rank]
+            self._order = ((self.seed, epoch), mine, mine.to(self.device))  # one host-to-device copy per epoch, not per batch
         return self._order[1]
 
     def batch(self, epoch: int, position: int) -> Batch:
         "Batch `position` of `epoch` (a pure function of the seed, epoch, position and rank)."
-        idx = self.order(epoch)[position * self.batch_size:(position + 1) * self.batch_size]
+        rows = slice(position * self.batch_size, (position + 1) * self.batch_size)
+        idx, idx_dev = self.order(epoch)[rows], self._order[2][rows]
         dev, g, b = self.device, self._gen, len(idx)
         g.manual_seed(_seed(self.seed, 'batch', epoch, position, self.rank))
         top = torch.randint(0, self.size - self.crop + 1, (b,), generator=g, device=dev)
         left = torch.randint(0, self.size - self.crop + 1, (b,), generator=g, device=dev)
         flip = torch.rand(b, generator=g, device=dev) < 0.5
         k = self.embeddings.shape[1]
-        idx_dev = idx.to(dev)
         if self.captions_per_sample == 1:
             emb = self.embeddings[idx_dev, torch.randint(0, k, (b,), generator=g, device=dev)]                 # (B, D)
         else:
