@@ -42,6 +42,7 @@ class RunConfig(_Checked):
     "How a training run is operated (not part of the experiment's identity)."
     checkpoint_minutes: float = number(10.0, 0, lo_open=True, doc='autosave every this many minutes')
     checkpoint_epochs: int = number(1, 0, doc='also checkpoint at the end of every this many epochs (0: by time only; the last step always saves)')
+    checkpoint_min_minutes: float = number(1.0, 0, doc='epoch-end checkpoints at most this often (a GPU can finish an epoch faster than a 1.2 GB Stage-II checkpoint is written)')
     keep: int = number(3, 1, doc='checkpoints kept on disk (the newest)')
     nan_policy: str = choice('rollback', 'rollback', 'stop', doc='non-finite loss/weights: roll back and lower the LR, or stop')
     nan_lr_factor: float = number(0.5, 0, 1, lo_open=True, doc='learning-rate factor applied at each rollback')
@@ -488,6 +489,12 @@ class Trainer:
         all_reduce_(flags, self.dist, 'max')
         return bool(flags[0]), bool(flags[1])
 
+    def _epoch_save_due(self) -> bool:
+        "Is the epoch that ends now one to checkpoint (every `checkpoint_epochs`, at most every `checkpoint_min_minutes`)?"
+        every, per_epoch = self.cfg.checkpoint_epochs, len(self.batcher)
+        recent = self.ckpt.clock() - self.ckpt.last_save < 60 * self.cfg.checkpoint_min_minutes
+        return bool(every) and (self.step // per_epoch) % every == 0 and not recent
+
     def train_batch(self, batch) -> dict:
         "One training step on `batch` (D, and G every `n_critic`-th step); advances `step`. Returns the loss parts (on the device)."
         self.batch = batch
@@ -513,7 +520,7 @@ class Trainer:
             self._callback('after_step', parts)
             last, epoch_end = self.step >= total, self.step % per_epoch == 0
             if self.step % check and not (last or epoch_end): continue
-            bad, due = self._check(parts, due=not last and self.ckpt.due())
+            bad, due = self._check(parts, due=not last and (self.ckpt.due() or (epoch_end and self._epoch_save_due())))
             if bad:
                 self.rollback('Non-finite loss or weights')
                 bar.n = self.step; bar.refresh()
@@ -531,8 +538,7 @@ class Trainer:
                 means = dict(zip(means, (mean / self.dist.world_size).tolist()))
             self.end_of_epoch(means, counts.get('d_loss', 0), time.perf_counter() - t0)
             self.epoch = self.step // per_epoch
-        every = self.cfg.checkpoint_epochs
-        if last or due or (complete and every and self.epoch % every == 0): self.save()
+        if last or due: self.save()
 
     def fit(self) -> 'Trainer':
         "Train to `train.epochs` (or `max_steps`), resuming from the newest checkpoint; safe to interrupt at any moment."

@@ -25,7 +25,7 @@ class Record:
 
 data, runs, out, epochs = sys.argv[1:5]
 rec = Record()
-t = Trainer(data, 1, 'stackgan', 'ddp', {model} + [f'train.epochs={{epochs}}'], runs, 'cpu', RunConfig(progress=False, keep=10),
+t = Trainer(data, 1, 'stackgan', 'ddp', {model} + [f'train.epochs={{epochs}}'], runs, 'cpu', RunConfig(progress=False, keep=10, checkpoint_min_minutes=0),
             callbacks=[rec]).fit()
 params = {{f'{{net}}.{{n}}': p.detach().clone() for net, m in (('G', t.G), ('D', t.D)) for n, p in m.named_parameters()}}
 torch.save({{'seen': rec.seen, 'params': params, 'step': t.step, 'epoch': t.epoch, 'rank': t.dist.rank, 'world': t.dist.world_size}},
