@@ -342,6 +342,9 @@ def evaluate_stage(G: nn.Module, info: dict, data: Path, samples: int | None = N
     if split.embeddings.shape[-1] != info['model_config']['text_dim']:
         raise ValueError(f'{data} has {split.embeddings.shape[-1]}-d caption embeddings but the run\'s model takes '
                          f'{info["model_config"]["text_dim"]}-d ones: pass the data folder the run was trained on.')
+    if samples is not None and samples < 64:
+        raise ValueError(f'samples={samples}: the Inception Score counts whole batches of 64, so at least 64 '
+                         '(StackGAN\'s protocol: one per test caption, 29,330 for CUB).')
     emb, pairs = caption_embeddings(split, samples, seed)
     clf = resolved or resolve_classifier(classifier, data, device)
     fnet = resolve_fid_net(fid_net, data, device, clf['scorer'])
@@ -476,6 +479,7 @@ class EvaluateEvery:
     def __init__(self, n_epochs: int, data, samples: int = 256, seed: int = 0, scorer: AttributeClassifier | None = None):
         if not is_synthetic(data): raise ValueError(f'EvaluateEvery scores with the synthetic scorer: {data} is not a synthetic CUB '
                                                     '(make_synthetic_cub); for real CUB evaluate checkpoints with evaluate_run.')
+        if samples < 64: raise ValueError(f'samples={samples}: the Inception Score counts whole batches of 64, so at least 64.')
         self.n_epochs, self.data, self.samples, self.seed, self.scorer = n_epochs, Path(data), samples, seed, scorer
         self.real_stats = None
 
