@@ -64,8 +64,8 @@ def _center(images, crop: int) -> torch.Tensor:
     return x.contiguous() if torch.is_tensor(x) else torch.from_numpy(np.ascontiguousarray(x))
 
 
-def _random_crops(images: torch.Tensor, crop: int, copies: int, generator) -> torch.Tensor:
-    "`copies` random crops (flipped at random) of every image: (copies * N, 3, crop, crop), copy-major."
+def _random_crops(images: torch.Tensor, crop: int, copies: int, generator, noise: float = 0) -> torch.Tensor:
+    "`copies` random crops of every uint8 image, flipped at random, half with Gaussian noise of std up to `noise` levels."
     N, S = len(images), images.shape[-1]
     out = []
     for _ in range(copies):
@@ -73,8 +73,11 @@ def _random_crops(images: torch.Tensor, crop: int, copies: int, generator) -> to
         flip = torch.rand(N, generator=generator) < 0.5
         x = torch.stack([images[n, :, i:i + crop, j:j + crop] for n, (i, j) in enumerate(ij)])  # (N, 3, crop, crop)
         x[flip] = x[flip].flip(-1)
+        if noise:
+            std = torch.rand(N, 1, 1, 1, generator=generator) * noise * (torch.rand(N, 1, 1, 1, generator=generator) < 0.5)
+            x = (x + std * torch.randn(x.shape, generator=generator)).round().clamp(0, 255).to(torch.uint8)
         out.append(x)
-    return torch.cat(out)
+    return torch.cat(out)                                  # (copies * N, 3, crop, crop), copy-major
 
 
 def _world_params(root: Path) -> dict:
@@ -109,6 +112,7 @@ def synthetic_scorer(data_root,                 # a synthetic CUB (make_syntheti
                      cache: bool = True,         # load/save the trained scorer in the data folder's cache
                      epochs: int = 4,            # passes over the augmented training images
                      copies: int = 4,            # random crops (and flips) per training image
+                     noise: float = 25,          # half the crops get Gaussian noise of std up to this (0-255 levels)
                      width: int = 16,            # AttributeClassifier width
                      batch_size: int = 32,
                      lr: float = 2e-3,
@@ -122,7 +126,8 @@ def synthetic_scorer(data_root,                 # a synthetic CUB (make_syntheti
     if not is_synthetic(root):
         raise FileNotFoundError(f'{root / "birds" / "attributes.json"} not found: the synthetic scorer needs a synthetic CUB '
                                 '(stackgan_nb.synthetic.make_synthetic_cub). For real CUB use the Inception classifiers.')
-    settings = dict(epochs=epochs, copies=copies, width=width, batch_size=batch_size, lr=lr, val_fraction=val_fraction, seed=seed)
+    settings = dict(epochs=epochs, copies=copies, noise=noise, width=width, batch_size=batch_size, lr=lr, val_fraction=val_fraction,
+                    seed=seed)
     key = json.dumps({'version': SCORER_VERSION, 'world': _world_params(root), 'settings': settings}, sort_keys=True)
     fingerprint = hashlib.sha256(key.encode()).hexdigest()[:12]
     cache_dir = Path(cache_dir) if cache_dir is not None else root / 'cache'
@@ -147,7 +152,7 @@ def synthetic_scorer(data_root,                 # a synthetic CUB (make_syntheti
     perm = torch.randperm(len(images), generator=g)
     n_val = int(len(images) * val_fraction)
     val, fit = perm[:n_val], perm[n_val:]
-    x = _random_crops(images[fit], 64, copies, g)          # (copies * n_fit, 3, 64, 64)
+    x = _random_crops(images[fit], 64, copies, g, noise)   # (copies * n_fit, 3, 64, 64)
     y = {k: v[fit].repeat(copies) for k, v in labels.items()}
     with torch.enable_grad():                              # (callers such as a trainer callback may run under no_grad)
         clf, _ = train_attribute_classifier(x, y, scorer_heads(attributes), epochs=epochs, batch_size=batch_size, lr=lr,
