@@ -203,13 +203,22 @@ def caption_attribute_accuracy(G: nn.Module, split, scorer: AttributeClassifier,
     return attribute_report(acc, labels, len(pairs))
 
 
+def _majority(y: torch.Tensor) -> float:
+    "Accuracy of always answering the most frequent known label."
+    y = y[y >= 0]
+    return (torch.bincount(y).max() / len(y)).item() if len(y) else float('nan')
+
+
 def attribute_report(acc: dict, labels: dict, n_captions: int) -> dict:
-    "Accuracy per attribute with its chance level and count, and the mean colour accuracy against chance."
+    "Accuracy per attribute with chance, majority baseline and count, and the mean colour accuracy against chance."
     chance = {k: 1 / (len(SIZES) if k == 'size' else len(COLOURS)) for k in acc}
-    colours = [acc[p] for p in PARTS if p in acc]
-    mean = float(np.mean(colours)) if colours else float('nan')
-    return {'accuracy': acc, 'chance': chance, 'n': {k: int((labels[k] >= 0).sum()) for k in acc}, 'n_captions': n_captions,
-            'colour_accuracy': mean, 'colour_chance': 1 / len(COLOURS), 'colour_vs_chance': mean * len(COLOURS)}
+    colours = [p for p in PARTS if p in acc]
+    mean = float(np.mean([acc[p] for p in colours])) if colours else float('nan')
+    majority = {k: _majority(labels[k]) for k in acc}
+    return {'accuracy': acc, 'chance': chance, 'majority': majority, 'n': {k: int((labels[k] >= 0).sum()) for k in acc},
+            'n_captions': n_captions, 'colour_accuracy': mean, 'colour_chance': 1 / len(COLOURS),
+            'colour_vs_chance': mean * len(COLOURS),
+            'colour_majority': float(np.mean([majority[p] for p in colours])) if colours else float('nan')}
 
 # %% ../nbs/33_evaluate.ipynb #e2138fe6
 MIN_SAMPLES = 640                                           # 10 splits x one batch of 64
@@ -398,7 +407,8 @@ def history_row(report: dict) -> dict:
     row.update({k: report.get(k) for k in HISTORY_KEYS})
     if 'caption_attributes' in report:
         ca = report['caption_attributes']
-        row.update(colour_accuracy=ca['colour_accuracy'], colour_vs_chance=ca['colour_vs_chance'], size_accuracy=ca['accuracy'].get('size'))
+        row.update(colour_accuracy=ca['colour_accuracy'], colour_vs_chance=ca['colour_vs_chance'], colour_majority=ca['colour_majority'],
+                   size_accuracy=ca['accuracy'].get('size'))
     row['time'] = time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())
     return row
 
@@ -471,7 +481,8 @@ def evaluate_main(run, stage: int | None = None, samples: int | None = None, dat
                 f'FID {_fmt(r.get("fid"))}, trimmed {_fmt(r.get("fid_trimmed"))}; diversity {_fmt(r["diversity"], ".4f")}')
         if 'caption_attributes' in r:
             ca = r['caption_attributes']
-            line += f'; caption colours {ca["colour_accuracy"]:.2f} ({ca["colour_vs_chance"]:.1f}x chance)'
+            line += (f'; caption colours {ca["colour_accuracy"]:.2f} ({ca["colour_vs_chance"]:.1f}x chance; '
+                     f'always the most asked colour: {ca["colour_majority"]:.2f})')
         print(line)
         for note in (r['classifier_note'], r['fid_note']):
             if note: print('  note:', note)
