@@ -276,7 +276,9 @@ class Trainer:
         self.run = run_dir(run, runs_root)
         self.folder = self.run / f'stage{stage}'
         self.folder.mkdir(parents=True, exist_ok=True)
-        if self.dist.is_main: check_run_config(self.folder, experiment_identity(stage, self.preset), force=force)
+        if self.dist.is_main:
+            check_run_config(self.folder, experiment_identity(stage, self.preset), force=force)
+            _write_atomic(self.folder / 'data.json', json.dumps({'data': str(Path(data).expanduser().resolve())}) + '\n')  # for evaluate
 
         split = read_cub(data, 'train')
         if split.embeddings.shape[-1] != mcfg.text_dim:
@@ -578,8 +580,9 @@ def load_generator(run, stage: int | None = None, runs_root=None, device='cpu'):
 
 
 def train(data, stage: int = 1, preset='stackgan', run: str = 'stackgan', overrides=(), epochs: int | None = None,
-          runs_root=None, device='auto', force: bool = False, max_steps: int | None = None, **run_options) -> Trainer:
+          runs_root=None, device='auto', force: bool = False, max_steps: int | None = None, callbacks=(), **run_options) -> Trainer:
     "Train (or resume) `stage` of `run` on the CUB-layout data in `data`; returns the finished `Trainer`."
     overrides = list(overrides) + ([f'train.epochs={epochs}'] if epochs else [])
-    trainer = Trainer(data, stage, preset, run, overrides, runs_root, device, RunConfig(**run_options), force, max_steps=max_steps)
+    trainer = Trainer(data, stage, preset, run, overrides, runs_root, device, RunConfig(**run_options), force,
+                      max_steps=max_steps, callbacks=callbacks)
     return trainer.fit()
