@@ -30,3 +30,19 @@ def test_one_epoch_of_each_stage_then_resume(tmp_path):
     assert r.returncode == 2 and 'g_lr' in r.stderr and 'Traceback' not in r.stderr
     r = stackgan('train', '--stage', 2, '--data', data, '--run', 'no-stage1', '--runs-root', tmp_path / 'runs', '-q', *TINY_MODEL)
     assert r.returncode == 2 and 'Train it first' in r.stderr
+
+
+def test_evaluate_and_compare_commands(tmp_path):
+    data = make_synthetic_cub(tmp_path / 'data', **TINY, progress=False)
+    for run, preset in (('a', 'stackgan'), ('b', 'no-bn-rmsprop')):
+        r = stackgan('train', '--data', data, '--run', run, '--preset', preset, '--runs-root', tmp_path / 'runs', '--epochs', 1,
+                     '--device', 'cpu', '-q', *TINY_MODEL)
+        assert r.returncode == 0, r.stderr[-2000:]
+    r = stackgan('evaluate', '--run', 'a', '--runs-root', tmp_path / 'runs', '--samples', 64, '--device', 'cpu')
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / 'runs' / 'a' / 'evaluation.json').exists()
+    r = stackgan('compare', 'a', 'b', '--runs-root', tmp_path / 'runs', '--out', tmp_path / 'cmp')
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert {p.name for p in (tmp_path / 'cmp').iterdir()} >= {'stage1.png', 'stage1.md', 'stage1.csv'}
+    r = stackgan('evaluate', '--run', 'a', '--runs-root', tmp_path / 'runs', '--samples', 10)
+    assert r.returncode == 2 and 'Traceback' not in r.stderr
