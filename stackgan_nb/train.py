@@ -290,9 +290,9 @@ class Trainer:
         first = [int(np.flatnonzero(split.class_ids == c)[0]) for c in np.unique(split.class_ids)[:config.n_samples]]
         if self.speed.data == 'batcher':
             cache = cache_dir or Path(data) / 'cache'
-            if self.dist.is_main: load_images(split, 76 if stage == 1 else 304, cache)   # rank 0 builds the cache ...
+            if self.dist.is_main: load_images(split, 76 if stage == 1 else 304, cache, progress=config.progress)   # rank 0 builds the cache ...
             barrier(self.dist)                                                            # ... before the others read it
-            images = load_images(split, 76 if stage == 1 else 304, cache)
+            images = load_images(split, 76 if stage == 1 else 304, cache, progress=config.progress)
             self.batcher = Batcher(images, split.embeddings, split.class_ids, batch_size, crop, device=self.device, seed=config.seed,
                                    captions_per_sample=tcfg.captions_per_sample, wrong=tcfg.wrong, rank=rank, world_size=world)
             real = np.asarray(images[first[:8] if len(first) > 1 else slice(0, 8)])
