@@ -102,7 +102,7 @@ class CaptionWidget:
             s2 = self._image(result.stage2[i], result.stage2.shape[-1], 'stackgan-stage2')
             columns.append(widgets.VBox([widgets.HTML(f'Stage-II, {result.stage2.shape[-1]}x{result.stage2.shape[-2]} px'), s2]))
         label = result.labels[i] if result.labels else f'sample {i + 1}'
-        card = widgets.VBox([widgets.HTML(f'<b>{html.escape(label)}</b>'), widgets.HBox(columns, layout=widgets.Layout(align_items='flex-end'))],
+        card = widgets.VBox([widgets.HTML(f'<b>{html.escape(label)}</b>'), widgets.HBox(columns, layout=widgets.Layout(align_items='flex-start'))],
                             layout=widgets.Layout(margin='0 16px 12px 0', min_width=f'{int(side) + 8}px'))
         return card, (s1, s2)
 
