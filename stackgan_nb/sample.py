@@ -164,7 +164,7 @@ class Sampler:
         return self.encoder([caption]).float(), problems
 
     @torch.no_grad()
-    def forward(self, emb: torch.Tensor, noise: torch.Tensor, use_ca: bool, seed: int, same_eps: bool = False):
+    def draw(self, emb: torch.Tensor, noise: torch.Tensor, use_ca: bool, seed: int, same_eps: bool = False):
         "(Stage-I images, Stage-II images or None) on the CPU for embeddings (B, text_dim) and noise (B, z_dim)."
         same_eps = same_eps and use_ca                     # one CA draw for all rows = each row alone under one seed
         parts = [(e[None], z[None]) for e, z in zip(emb, noise)] if same_eps else \
@@ -183,7 +183,7 @@ class Sampler:
         "`n` samples of `caption`; the same arguments give the same images."
         if int(n) != n or n < 1: raise ValueError(f'n={n}: ask for at least one sample.')
         emb, problems = self.embed(caption)
-        stage1, stage2 = self.forward(emb.expand(int(n), -1), noise_for(seed, int(n), self.z_dim), use_ca, seed)
+        stage1, stage2 = self.draw(emb.expand(int(n), -1), noise_for(seed, int(n), self.z_dim), use_ca, seed)
         return SampleResult(stage1, stage2, caption, seed, use_ca, self.notes + problems)
 
     def interpolate_captions(self, caption_a: str, caption_b: str, steps: int = 8, seed: int = 0,
@@ -193,7 +193,7 @@ class Sampler:
         (ea, pa), (eb, pb) = self.embed(caption_a), self.embed(caption_b)
         ts = torch.linspace(0, 1, steps)[:, None]                                   # (steps, 1)
         noise = noise_for(seed, 1, self.z_dim).expand(steps, -1)                    # (steps, z_dim)
-        stage1, stage2 = self.forward((1 - ts) * ea + ts * eb, noise, use_ca, seed, same_eps=True)
+        stage1, stage2 = self.draw((1 - ts) * ea + ts * eb, noise, use_ca, seed, same_eps=True)
         return SampleResult(stage1, stage2, f'{caption_a} -> {caption_b}', seed, use_ca, self.notes + pa + pb,
                             [f't={t:.2f}' for t in ts[:, 0].tolist()])
 
@@ -205,7 +205,7 @@ class Sampler:
         za, zb = noise_for(seed_a, 1, self.z_dim)[0], noise_for(seed_b, 1, self.z_dim)[0]
         ts = torch.linspace(0, 1, steps).tolist()
         noise = torch.stack([slerp(za, zb, t) for t in ts])                         # (steps, z_dim)
-        stage1, stage2 = self.forward(emb.expand(steps, -1), noise, use_ca, seed_a, same_eps=True)
+        stage1, stage2 = self.draw(emb.expand(steps, -1), noise, use_ca, seed_a, same_eps=True)
         return SampleResult(stage1, stage2, caption, seed_a, use_ca, self.notes + problems, [f't={t:.2f}' for t in ts])
 
     def grid(self, result: SampleResult, padding: int = 2) -> torch.Tensor:
