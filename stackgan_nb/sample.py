@@ -9,7 +9,6 @@ __all__ = ['CHAR_CNN_RNN_FILE', 'SYNTHETIC_EXAMPLES', 'CUB_EXAMPLES', 'as_encode
 
 # %% ../nbs/30_sample.ipynb #ac301898
 import json
-import math
 import re
 from dataclasses import dataclass, field
 from io import BytesIO

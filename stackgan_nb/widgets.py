@@ -7,7 +7,6 @@ __all__ = ['LEVELS', 'notice_html', 'CaptionWidget']
 
 # %% ../nbs/40_widgets.ipynb #36aa3138
 import html
-from pathlib import Path
 
 import ipywidgets as widgets
 from IPython.display import display
