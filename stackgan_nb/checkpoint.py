@@ -72,8 +72,9 @@ def run_dir(name: str,  # the run's name: one folder name, e.g. 'birds-stage1'
             root: str | Path | None = None,  # folder of runs; default: $STACKGAN_RUNS, on Colab MyDrive/stackgan_nb/runs, else ./runs
             mount_drive: bool | None = None,  # mount Google Drive when the runs are on it; None: only on Colab
             mount_point: str | Path = DRIVE_MOUNT,  # where Drive is mounted
+            create: bool = True,  # make the folder (False: only say where it is, e.g. to look for a run)
            ) -> Path:
-    "The run's folder `root/name` (created); the same arguments always give the same folder."
+    "The run's folder `root/name` (created unless `create=False`); the same arguments always give the same folder."
     check_run_name(name)
     on_drive = is_colab() if mount_drive is None else mount_drive
     root = root or os.environ.get('STACKGAN_RUNS')
@@ -82,7 +83,7 @@ def run_dir(name: str,  # the run's name: one folder name, e.g. 'birds-stage1'
     elif on_drive and _inside(root, mount_point):
         mount_google_drive(mount_point)
     run = Path(root).expanduser().absolute() / name  # absolute: a later `cd` must not move the run
-    run.mkdir(parents=True, exist_ok=True)
+    if create: run.mkdir(parents=True, exist_ok=True)
     return run
 
 # %% ../nbs/20_checkpoint.ipynb #9a3d6dda

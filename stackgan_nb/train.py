@@ -555,7 +555,8 @@ class Trainer:
 def find_run(run, runs_root=None) -> Path:
     "The folder of `run`: a path to a run folder, or a run name under `runs_root` (see `run_dir`); it must exist."
     p = Path(run).expanduser()
-    folder = p if (p / 'stage1').is_dir() or (p / 'stage2').is_dir() else run_dir(str(run), runs_root)
+    is_folder = (p / 'stage1').is_dir() or (p / 'stage2').is_dir()
+    folder = p if is_folder else run_dir(str(run), runs_root, create=False)   # (looking must not create a folder)
     if not any((folder / f'stage{s}').is_dir() for s in (1, 2)):
         raise FileNotFoundError(f'No trained stage in {folder}: train one first (stackgan train --run {p.name} --stage 1 ...).')
     return folder

@@ -44,5 +44,8 @@ def test_evaluate_and_compare_commands(tmp_path):
     r = stackgan('compare', 'a', 'b', '--runs-root', tmp_path / 'runs', '--out', tmp_path / 'cmp')
     assert r.returncode == 0, r.stderr[-2000:]
     assert {p.name for p in (tmp_path / 'cmp').iterdir()} >= {'stage1.png', 'stage1.md', 'stage1.csv'}
+    r = stackgan('sample', '--run', 'a', '--runs-root', tmp_path / 'runs', '--caption', 'a bird with a red crown', '-n', 2,
+                 '--out', tmp_path / 'samples', '--device', 'cpu')
+    assert r.returncode == 0 and (tmp_path / 'samples' / 'stage1_01.png').exists(), r.stderr[-2000:]
     r = stackgan('evaluate', '--run', 'a', '--runs-root', tmp_path / 'runs', '--samples', 10)
     assert r.returncode == 2 and 'Traceback' not in r.stderr

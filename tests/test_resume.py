@@ -14,7 +14,7 @@ import torch
 from stackgan_nb.checkpoint import CheckpointManager
 from stackgan_nb.synthetic import TINY, make_synthetic_cub
 
-STEPS = 40
+STEPS = 60
 TRAIN = """
 import sys
 from stackgan_nb.train import train
@@ -61,8 +61,8 @@ def test_kill_and_resume_is_bit_identical(data, tmp_path, stage):
         proc = start(data, killed, stage)
         n0 = checkpoints_written(killed, stage)
         deadline = time.time() + 60
-        while checkpoints_written(killed, stage) <= n0 and proc.poll() is None and time.time() < deadline: time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 0.4))                        # somewhere in the middle of training
+        while checkpoints_written(killed, stage) <= n0 and proc.poll() is None and time.time() < deadline: time.sleep(0.005)
+        time.sleep(rng.uniform(0.0, 0.15))                       # training is under way: kill it somewhere in a step
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL); proc.wait(); kills += 1
     assert kills >= 2, 'training finished before it could be killed: raise STEPS'
