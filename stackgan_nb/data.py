@@ -6,7 +6,7 @@
 __all__ = ['SAFE_PICKLE_GLOBALS', 'SPLITS', 'EXPECTED_COUNTS', 'FIX', 'CACHE_FORMAT', 'DataError', 'UnsafePickleError',
            'RestrictedUnpickler', 'load_pickle', 'CUBSplit', 'read_cub', 'crop_box', 'load_rgb', 'crop_resize',
            'source_fingerprint', 'cache_paths', 'build_cache', 'load_images', 'verify_cache', 'random_crop_flip',
-           'Batch', 'Batcher', 'OfficialCUBDataset']
+           'Batch', 'EpochSource', 'Batcher', 'OfficialCUBDataset', 'OfficialLoader']
 
 # %% ../nbs/12_data.ipynb #73dbb0f7
 import hashlib
@@ -335,7 +335,27 @@ class Batch:
     index: torch.Tensor                 # (B,) long dataset indices
 
 
-class Batcher:
+class EpochSource:
+    "Bookkeeping shared by the batch sources: `len(self)` batches an epoch, and a resumable (epoch, position)."
+    def _normalise(self):
+        if self.position >= len(self): self.epoch, self.position = self.epoch + 1, 0
+
+    def state_dict(self) -> dict:
+        "Where the next batch comes from (builtins only), plus the settings a resume must match."
+        self._normalise()
+        return {'epoch': self.epoch, 'position': self.position, 'seed': self.seed, 'n': self.n, 'batch_size': self.batch_size,
+                'world_size': self.world_size, 'drop_last': self.drop_last}
+
+    def load_state_dict(self, d: dict) -> None:
+        "Continue from a `state_dict()`; refuses one made with other data or batch settings."
+        for key in ('n', 'batch_size', 'world_size', 'drop_last'):
+            if key in d and d[key] != getattr(self, key):
+                raise ValueError(f'The saved data position was made with {key}={d[key]}, this {type(self).__name__} has '
+                                 f'{getattr(self, key)}: resume with the same dataset, batch size and number of processes.')
+        self.epoch, self.position, self.seed = int(d['epoch']), int(d['position']), int(d.get('seed', self.seed))
+
+
+class Batcher(EpochSource):
     "Deterministic, resumable batches with StackGAN's augmentation done on whole batches on `device`."
     def __init__(self, images, embeddings, class_ids, batch_size: int, crop: int, device='cpu', seed: int = 0,
                  captions_per_sample: int = 1, wrong: str = 'shift', drop_last: bool = True, rank: int = 0, world_size: int = 1):
@@ -412,9 +432,6 @@ class Batcher:
             imgs = random_crop_flip(rows, torch.arange(b), top, left, flip, self.crop)
         return Batch(imgs, emb, wrong_idx, idx_dev)
 
-    def _normalise(self):
-        if self.position >= len(self): self.epoch, self.position = self.epoch + 1, 0
-
     def __iter__(self):
         "The remaining batches of the current epoch; at its end the state moves to (epoch + 1, 0)."
         self._normalise()
@@ -424,18 +441,6 @@ class Batcher:
             self.position += 1                  # counted as consumed once handed out
             yield b
         self._normalise()
-
-    def state_dict(self) -> dict:
-        self._normalise()
-        return {'epoch': self.epoch, 'position': self.position, 'seed': self.seed, 'n': self.n, 'batch_size': self.batch_size,
-                'world_size': self.world_size, 'drop_last': self.drop_last}
-
-    def load_state_dict(self, d: dict) -> None:
-        for key in ('n', 'batch_size', 'world_size', 'drop_last'):
-            if key in d and d[key] != getattr(self, key):
-                raise ValueError(f'The saved data position was made with {key}={d[key]}, this Batcher has {getattr(self, key)}: '
-                                 'resume with the same dataset and batch settings (or start a fresh epoch without the state).')
-        self.epoch, self.position, self.seed = int(d['epoch']), int(d['position']), int(d.get('seed', self.seed))
 
 # %% ../nbs/12_data.ipynb #47995b0c
 class OfficialCUBDataset(torch.utils.data.Dataset):
@@ -456,3 +461,47 @@ class OfficialCUBDataset(torch.utils.data.Dataset):
         import random
         emb = self.split.embeddings[i]
         return self.transform(self.get_img(i)), torch.from_numpy(emb[random.randint(0, emb.shape[0] - 1)])
+
+# %% ../nbs/12_data.ipynb #f6cd5b23
+class _WithIndex(torch.utils.data.Dataset):
+    "(image, embedding, index) from a dataset of (image, embedding)."
+    def __init__(self, ds): self.ds = ds
+    def __len__(self): return len(self.ds)
+    def __getitem__(self, i): return (*self.ds[i], i)
+
+
+class OfficialLoader(EpochSource):
+    "The official per-image pipeline in `DataLoader` workers, with the `Batcher`'s interface (length, epochs, state)."
+    def __init__(self, split, crop: int, batch_size: int, device='cpu', seed: int = 0, workers: int = 6, rank: int = 0, world_size: int = 1):
+        self.dataset = _WithIndex(OfficialCUBDataset(split, crop))
+        self.device, self.batch_size, self.seed, self.workers = torch.device(device), batch_size, seed, workers
+        self.n, self.rank, self.world_size, self.drop_last = len(split), rank, world_size, True
+        self.per_rank = self.n // world_size
+        if len(self) == 0: raise ValueError(f'{self.n} images give no batch of {batch_size} per process ({world_size} processes).')
+        self.epoch, self.position = 0, 0
+
+    def __len__(self) -> int: return self.per_rank // self.batch_size
+
+    def order(self, epoch: int) -> torch.Tensor:
+        "This rank's sample order in `epoch` (a seeded shuffle, like the official `shuffle=True`)."
+        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(_seed(self.seed, 'official-order', epoch)))
+        return perm[self.rank::self.world_size][:self.per_rank]
+
+    def __iter__(self):
+        "The remaining batches of the current epoch, as `Batch`es on the device."
+        self._normalise()
+        epoch, start, b, dev = self.epoch, self.position, self.batch_size, self.device
+        loader = torch.utils.data.DataLoader(
+            self.dataset, batch_size=b, sampler=self.order(epoch)[start * b:len(self) * b].tolist(), drop_last=True,
+            num_workers=self.workers, pin_memory=dev.type == 'cuda',
+            generator=torch.Generator().manual_seed(_seed(self.seed, 'official-workers', epoch, start, self.rank)))
+        for images, emb, index in loader:
+            self.position += 1
+            yield Batch(images.to(dev, non_blocking=True), emb.to(dev, non_blocking=True), None, index.to(dev, non_blocking=True))
+        self._normalise()
+
+    def real_images(self, index) -> np.ndarray:
+        "The official (uint8, CHW) crops of `index` before augmentation, as the cache would hold them."
+        return np.ascontiguousarray(np.stack([np.asarray(self.dataset.ds.get_img(int(i))).transpose(2, 0, 1) for i in index]))
+
+

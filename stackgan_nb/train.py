@@ -4,8 +4,7 @@
 
 # %% auto #0
 __all__ = ['RunConfig', 'amp_kind', 'precision', 'NonFiniteError', 'all_finite', 'read_log', 'plot_losses', 'sample_grid',
-           'SpeedSettings', 'speed_settings', 'OfficialLoader', 'experiment_identity', 'Trainer', 'find_run',
-           'load_generator', 'train']
+           'SpeedSettings', 'speed_settings', 'experiment_identity', 'Trainer', 'find_run', 'load_generator', 'train']
 
 # %% ../nbs/21_train.ipynb #789bca9f
 import dataclasses
@@ -19,7 +18,6 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
-import hashlib
 import numpy as np
 import torch
 from torch import nn
@@ -29,7 +27,7 @@ from tqdm.auto import tqdm
 from .checkpoint import CheckpointManager, check_run_config, rng_state, run_dir, set_rng_state
 from .core import (ModelConfig, Preset, TrainConfig, _Checked, choice, config_dict, config_from_dict, get_device, get_preset,
                              number, override, seed_everything)
-from .data import Batch, Batcher, OfficialCUBDataset, load_images, read_cub
+from .data import Batcher, OfficialLoader, load_images, read_cub
 from .distributed import all_gather_object, all_reduce_, barrier, init_distributed, wrap_ddp
 from .losses import OFFICIAL_BCE
 from .metrics import diversity_score, pairwise_diversity
@@ -185,68 +183,6 @@ def speed_settings(run: 'RunConfig', device: torch.device, stage: int, train: Tr
     if want_graph and blockers and (cuda or run.cuda_graph == 'on'): notes.append(f'CUDA graph off: {", ".join(blockers)}')
     return SpeedSettings('fast', amp, run.channels_last == 'on' or (run.channels_last == 'auto' and cuda), True if cuda else None,
                          want_graph and not blockers, comp, sync_bn, None, True, 'batcher', check, tuple(notes))
-
-# %% ../nbs/21_train.ipynb #15e4c1ba
-def _mix(*parts) -> int:
-    "A 63-bit seed from a tuple of ints/strings."
-    return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), 'little') >> 1
-
-
-class _WithIndex(torch.utils.data.Dataset):
-    "(image, embedding, index) from a dataset of (image, embedding)."
-    def __init__(self, ds): self.ds = ds
-    def __len__(self): return len(self.ds)
-    def __getitem__(self, i): return (*self.ds[i], i)
-
-
-class OfficialLoader:
-    "The official per-image pipeline in `DataLoader` workers, with the `Batcher`'s interface (length, epochs, state)."
-    def __init__(self, split, crop: int, batch_size: int, device='cpu', seed: int = 0, workers: int = 6, rank: int = 0, world_size: int = 1):
-        self.dataset = _WithIndex(OfficialCUBDataset(split, crop))
-        self.device, self.batch_size, self.seed, self.workers = torch.device(device), batch_size, seed, workers
-        self.n, self.rank, self.world_size, self.drop_last = len(split), rank, world_size, True
-        self.per_rank = self.n // world_size
-        if len(self) == 0: raise ValueError(f'{self.n} images give no batch of {batch_size} per process ({world_size} processes).')
-        self.epoch, self.position = 0, 0
-
-    def __len__(self) -> int: return self.per_rank // self.batch_size
-
-    def order(self, epoch: int) -> torch.Tensor:
-        "This rank's sample order in `epoch` (a seeded shuffle, like the official `shuffle=True`)."
-        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(_mix(self.seed, 'official-order', epoch)))
-        return perm[self.rank::self.world_size][:self.per_rank]
-
-    def _normalise(self):
-        if self.position >= len(self): self.epoch, self.position = self.epoch + 1, 0
-
-    def __iter__(self):
-        "The remaining batches of the current epoch, as `Batch`es on the device."
-        self._normalise()
-        epoch, start, b, dev = self.epoch, self.position, self.batch_size, self.device
-        loader = torch.utils.data.DataLoader(
-            self.dataset, batch_size=b, sampler=self.order(epoch)[start * b:len(self) * b].tolist(), drop_last=True,
-            num_workers=self.workers, pin_memory=dev.type == 'cuda',
-            generator=torch.Generator().manual_seed(_mix(self.seed, 'official-workers', epoch, start, self.rank)))
-        for images, emb, index in loader:
-            self.position += 1
-            yield Batch(images.to(dev, non_blocking=True), emb.to(dev, non_blocking=True), None, index.to(dev, non_blocking=True))
-        self._normalise()
-
-    def real_images(self, index) -> np.ndarray:
-        "The official (uint8, CHW) crops of `index` before augmentation, as the cache would hold them."
-        return np.ascontiguousarray(np.stack([np.asarray(self.dataset.ds.get_img(int(i))).transpose(2, 0, 1) for i in index]))
-
-    def state_dict(self) -> dict:
-        self._normalise()
-        return {'epoch': self.epoch, 'position': self.position, 'seed': self.seed, 'n': self.n, 'batch_size': self.batch_size,
-                'world_size': self.world_size, 'drop_last': self.drop_last}
-
-    def load_state_dict(self, d: dict) -> None:
-        for key in ('n', 'batch_size', 'world_size', 'drop_last'):
-            if key in d and d[key] != getattr(self, key):
-                raise ValueError(f'The saved data position was made with {key}={d[key]}, this loader has {getattr(self, key)}: '
-                                 'resume with the same dataset, batch size and number of processes.')
-        self.epoch, self.position, self.seed = int(d['epoch']), int(d['position']), int(d.get('seed', self.seed))
 
 # %% ../nbs/21_train.ipynb #a5f29fb5
 def experiment_identity(stage: int, preset: Preset) -> dict:
