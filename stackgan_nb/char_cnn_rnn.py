@@ -9,9 +9,7 @@ __all__ = ['ALPHABET', 'CHAR_INDEX', 'DOC_LENGTH', 'MODES', 'ENC_DOC_MODULES', '
            'load_char_cnn_rnn', 'CharCNNRNNEncoder', 'AlignmentReport', 'alignment_report']
 
 # %% ../nbs/14_char_cnn_rnn.ipynb #2cc09ed7
-import os
 import struct
-import tempfile
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -21,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .core import write_atomic
 from .text import ENCODERS, TextEncoder
 
 # %% ../nbs/14_char_cnn_rnn.ipynb #13b1d3c6
@@ -223,15 +222,7 @@ class T7Writer:
 
 def write_t7(path, obj):
     "Save `obj` as a Torch7 binary file, like Lua's `torch.save(path, obj)` (written to a temp file, then renamed)."
-    path = Path(path)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f: T7Writer(f).write(obj)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, lambda f: T7Writer(f).write(obj))
 
 # %% ../nbs/14_char_cnn_rnn.ipynb #3ffbd719
 ENC_DOC_MODULES = ['nn.Identity', 'nn.Sequential', 'nn.SplitTable', 'nn.gModule', 'nn.Dropout', 'nn.Linear']
@@ -397,14 +388,9 @@ def _model_from_state_dict(state, source) -> 'CharCNNRNN':
 
 def _save_cache(state, path: Path):
     "Write the converted weights atomically; a read-only folder only costs a warning."
-    tmp_name = None
     try:
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix='.tmp')
-        os.close(fd)
-        torch.save(state, tmp_name)
-        os.replace(tmp_name, path)
+        write_atomic(path, lambda f: torch.save(state, f))
     except OSError as e:
-        if tmp_name: Path(tmp_name).unlink(missing_ok=True)
         warnings.warn(f'Could not cache the converted weights at {path} ({e}); the .t7 will be parsed again next time. '
                       'Pass cache=<a writable path>.')
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .core import is_colab
+from .core import is_colab, write_atomic
 
 # %% ../nbs/20_checkpoint.ipynb #5b8503dc
 _RUN_NAME = re.compile(r'[A-Za-z0-9][A-Za-z0-9._-]*')
@@ -87,31 +87,6 @@ def run_dir(name: str,  # the run's name: one folder name, e.g. 'birds-stage1'
     return run
 
 # %% ../nbs/20_checkpoint.ipynb #9a3d6dda
-def _fsync_dir(folder: Path) -> None:
-    "Make a rename in `folder` durable; some file systems (FUSE) refuse directory fsync, which is harmless."
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-        try: os.fsync(fd)
-        finally: os.close(fd)
-    except OSError: pass
-
-
-def _atomic_write(path: Path, write) -> None:
-    "All or nothing: `write(f)` fills a temp file in `path`'s folder, which is fsynced and renamed onto `path`."
-    tmp = path.with_name(f'.{path.name}.tmp')  # same folder: a rename across file systems (/content -> Drive) fails
-    try:
-        with open(tmp, 'wb') as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())  # the bytes are on disk before the name points at them
-        os.replace(tmp, path)
-    except BaseException:  # disk full, I/O error, KeyboardInterrupt: remove the partial file, keep the old one
-        try: tmp.unlink(missing_ok=True)
-        except OSError: pass
-        raise
-    _fsync_dir(path.parent)
-
-
 def _plain(config) -> dict:
     "`config` as JSON data (dataclasses become dicts; tuples lists)."
     if dataclasses.is_dataclass(config): config = dataclasses.asdict(config)
@@ -144,7 +119,7 @@ class RunConfigMismatch(ValueError):
 
 
 def _write_json(path: Path, obj) -> None:
-    _atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2).encode() + b'\n'))
+    write_atomic(path, lambda f: f.write(json.dumps(obj, indent=2).encode() + b'\n'))
 
 
 def check_run_config(run: str | Path,  # the run folder
@@ -380,7 +355,7 @@ class CheckpointManager:
                 'torch': torch.__version__}
         try:
             self.run.mkdir(exist_ok=True)
-            _atomic_write(path, lambda f: _write_payload(f, state, meta))
+            write_atomic(path, lambda f: _write_payload(f, state, meta))
         except Exception as e:
             kept = f'the earlier checkpoints are intact (newest: {files[-1].name})' if files else 'there was no earlier checkpoint'
             raise CheckpointWriteError(f'Could not write checkpoint {path.name} in {self.run}: {e!s}. Nothing was replaced: '

@@ -9,7 +9,7 @@ __all__ = ['USER_ERRORS', 'cmd_presets', 'cmd_summary', 'cmd_train', 'cmd_downlo
 # %% ../nbs/50_cli.ipynb #416919f7
 import argparse
 import sys
-from dataclasses import MISSING, fields
+from dataclasses import fields
 
 from .checkpoint import CheckpointWriteError
 from .compare import compare_main

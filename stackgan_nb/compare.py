@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .metrics import write_atomic
+from .core import write_atomic
 from .train import find_run, read_log
 
 # %% ../nbs/34_compare.ipynb #c0bbab64

@@ -4,13 +4,14 @@
 
 # %% auto #0
 __all__ = ['COCO_MODEL', 'PRESETS', 'ConfigError', 'choice', 'number', 'ModelConfig', 'TrainConfig', 'Preset', 'get_preset',
-           'override', 'config_dict', 'config_from_dict', 'get_device', 'seed_everything', 'is_colab']
+           'override', 'config_dict', 'config_from_dict', 'get_device', 'seed_everything', 'write_atomic', 'is_colab']
 
 # %% ../nbs/00_core.ipynb #859e9644
 import dataclasses
 import os
 import random
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -177,6 +178,30 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def write_atomic(path, data) -> Path:
+    "All or nothing: `data` (bytes, str, or a function `write(f)` of a binary file) goes to a temp file in `path`'s folder, which is fsynced and renamed onto `path`; any failure leaves the old file as it was."
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.name}.tmp')   # same folder: a rename across file systems (/content -> Drive) fails
+    try:
+        with open(tmp, 'wb') as f:
+            if callable(data): data(f)
+            else: f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())                 # the bytes are on disk before the name points at them
+        os.replace(tmp, path)
+    except BaseException:                        # disk full, I/O error, KeyboardInterrupt: drop the partial file
+        try: tmp.unlink(missing_ok=True)
+        except OSError: pass
+        raise
+    try:                                         # make the rename durable; some file systems (FUSE) refuse: harmless
+        fd = os.open(path.parent, os.O_RDONLY)
+        try: os.fsync(fd)
+        finally: os.close(fd)
+    except OSError: pass
+    return path
 
 
 def is_colab() -> bool:

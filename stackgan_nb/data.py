@@ -14,7 +14,6 @@ import json
 import math
 import os
 import pickle
-import shutil
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,6 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+
+from .core import write_atomic
 
 # %% ../nbs/12_data.ipynb #3a5ad954
 class DataError(ValueError):
@@ -207,24 +208,21 @@ def _manifest_if_valid(cache_dir, split: CUBSplit, size: int, fingerprint: str) 
     return m if ok else None
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + '.tmp')
-    tmp.write_text(text)
-    os.replace(tmp, path)
+class _CopyMismatch(Exception): "A copied cache array does not have its manifest's hash."
 
 
 def _copy_verified(src_dir, dst_dir, split: str, size: int, manifest: dict) -> bool:
     "Copy one cached array + manifest, checking the array's SHA-256; False (and nothing replaced) on mismatch."
     (src, src_m), (dst, dst_m) = cache_paths(src_dir, split, size), cache_paths(dst_dir, split, size)
-    Path(dst_dir).mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + '.tmp')          # same folder as the target: os.replace never crosses file systems
-    shutil.copyfile(src, tmp)
-    with open(tmp, 'rb') as f: os.fsync(f.fileno())
-    if _file_sha256(tmp) != manifest['sha256']:
-        tmp.unlink()
-        return False
-    os.replace(tmp, dst)
-    _atomic_write_text(dst_m, json.dumps(manifest, indent=1))
+
+    def copy(f):                                    # hash while copying; a mismatch aborts before the rename
+        h = hashlib.sha256()
+        with open(src, 'rb') as s:
+            for chunk in iter(lambda: s.read(1 << 20), b''): h.update(chunk); f.write(chunk)
+        if h.hexdigest() != manifest['sha256']: raise _CopyMismatch(src)
+    try: write_atomic(dst, copy)
+    except _CopyMismatch: return False
+    write_atomic(dst_m, json.dumps(manifest, indent=1))
     return True
 
 
@@ -285,7 +283,7 @@ def _build(split, cache_dir, sizes, fingerprint, progress, workers) -> dict:
         out[s] = {'format': CACHE_FORMAT, 'split': split.split, 'size': s, 'shape': [n, 3, s, s], 'dtype': 'uint8',
                   'bytes': arr.stat().st_size, 'sha256': _file_sha256(arr), 'fingerprint': fingerprint,
                   'source': str(split.root), 'crop': 'StackGAN bbox crop (R = 0.75 max(w, h)), PIL bilinear resize'}
-        _atomic_write_text(man, json.dumps(out[s], indent=1))     # written last: its presence means "complete"
+        write_atomic(man, json.dumps(out[s], indent=1))     # written last: its presence means "complete"
     return out
 
 

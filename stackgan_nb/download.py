@@ -8,7 +8,6 @@ __all__ = ['CUB', 'BIRDS', 'CHAR_CNN_RNN', 'INCEPTION', 'REGISTRY', 'GROUPS', 'D
            'download_main']
 
 # %% ../nbs/10_download.ipynb #0b9ad34d
-import dataclasses
 import hashlib
 import http.server
 import json

@@ -22,14 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import get_device
+from .core import get_device, write_atomic
 from .data import CUBSplit, load_images, read_cub, source_fingerprint
 from .download import REGISTRY
 from .inception import fid_feature_net, imagenet_inception, load_stackgan_inception
 from .metrics import (AttributeClassifier, attribute_accuracy, cached_fid_stats, class_probabilities, device_of,
                                  diversity_score, fid_stats, generated_images, inception_score_from_probs, load_attribute_classifier,
-                                 pairwise_diversity, private_rng, save_attribute_classifier, score_images, train_attribute_classifier,
-                                 write_atomic)
+                                 pairwise_diversity, private_rng, save_attribute_classifier, score_images, train_attribute_classifier)
 from .synthetic import PALETTE, PARTS, SIZES, caption_attributes, synthetic_attributes
 from .train import find_run, load_generator
 

@@ -9,9 +9,7 @@ __all__ = ['EMA', 'IMAGENET_INCEPTION_URL', 'InceptionClassifier', 'exclude_pad_
            'FIDInception', 'fid_feature_net']
 
 # %% ../nbs/32_inception.ipynb #41898e85
-import os
 import re
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -20,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models import inception_v3
+
+from .core import write_atomic
 
 # %% ../nbs/32_inception.ipynb #4eed476e
 class InceptionClassifier(nn.Module):
@@ -158,25 +158,11 @@ def stackgan_inception_state_dict(variables: dict, aux_logits: bool = False) -> 
     return state
 
 # %% ../nbs/32_inception.ipynb #2422c3ab
-def _save_atomic(obj, path: Path) -> None:
-    "torch.save to a temporary file in the target folder, then rename: the old file survives any failure."
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix='.tmp')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())                           # on Drive, the rename must not overtake the data
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp): os.remove(tmp)
-
-
 def convert_stackgan_inception(source, out_pt, aux_logits: bool = False) -> Path:
     "Convert StackGAN's TF-slim CUB Inception (`model.ckpt-5000` or an `.npz` of its variables) to a torch file."
     state = stackgan_inception_state_dict(read_tf_variables(source), aux_logits)
     out_pt = Path(out_pt)
-    _save_atomic({'format': 'stackgan-inception', 'num_classes': 50, 'aux_logits': aux_logits, 'state_dict': state}, out_pt)
+    write_atomic(out_pt, lambda f: torch.save({'format': 'stackgan-inception', 'num_classes': 50, 'aux_logits': aux_logits, 'state_dict': state}, f))
     return out_pt
 
 

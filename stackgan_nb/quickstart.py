@@ -18,7 +18,7 @@ from .core import get_device
 from .data import read_cub
 from .evaluate import caption_attribute_accuracy, evaluate_run, synthetic_scorer
 from .synthetic import TINY, make_synthetic_cub
-from .train import load_generator, plot_losses, read_log, sample_grid, train
+from .train import load_generator, plot_losses, sample_grid, train
 
 # %% ../nbs/45_quickstart.ipynb #40d6c108
 RUN = 'quickstart'

@@ -9,7 +9,6 @@ __all__ = ['CHAR_CNN_RNN_FILE', 'SYNTHETIC_EXAMPLES', 'CUB_EXAMPLES', 'as_encode
 
 # %% ../nbs/30_sample.ipynb #ac301898
 import json
-import re
 from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
@@ -21,9 +20,9 @@ from PIL import Image
 from torchvision.utils import make_grid
 
 from .char_cnn_rnn import AlignmentReport, CharCNNRNNEncoder, alignment_report
-from .core import get_device
+from .core import get_device, write_atomic
 from .data import read_cub
-from .metrics import device_of, private_rng, write_atomic
+from .metrics import device_of, private_rng
 from .text import TextEncoder, check_caption, text_encoder_from_spec
 from .train import load_generator
 

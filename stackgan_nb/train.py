@@ -7,10 +7,8 @@ __all__ = ['RunConfig', 'amp_kind', 'precision', 'NonFiniteError', 'all_finite',
            'SpeedSettings', 'speed_settings', 'experiment_identity', 'Trainer', 'find_run', 'load_generator', 'train']
 
 # %% ../nbs/21_train.ipynb #789bca9f
-import dataclasses
 import json
 import math
-import os
 import time
 import warnings
 from contextlib import nullcontext
@@ -26,7 +24,7 @@ from tqdm.auto import tqdm
 
 from .checkpoint import CheckpointManager, check_run_config, rng_state, run_dir, set_rng_state
 from .core import (ModelConfig, Preset, TrainConfig, _Checked, choice, config_dict, config_from_dict, get_device, get_preset,
-                             number, override, seed_everything)
+                             number, override, seed_everything, write_atomic)
 from .data import Batcher, OfficialLoader, load_images, read_cub
 from .distributed import all_gather_object, all_reduce_, barrier, init_distributed, wrap_ddp
 from .losses import OFFICIAL_BCE
@@ -87,14 +85,6 @@ def all_finite(tensors) -> bool:
     return bool(torch.stack(flags).all()) if flags else True
 
 # %% ../nbs/21_train.ipynb #d955c46b
-def _write_atomic(path: Path, text: str) -> None:
-    "Write `text` to `path` through a temporary file in the same folder (safe on Drive)."
-    tmp = path.with_name(path.name + '.tmp')
-    with open(tmp, 'w') as f:
-        f.write(text); f.flush(); os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def read_log(folder) -> list[dict]:
     "The per-epoch log of a stage folder (empty when there is none yet)."
     p = Path(folder) / 'log.jsonl'
@@ -214,7 +204,7 @@ class Trainer:
         self.folder.mkdir(parents=True, exist_ok=True)
         if self.dist.is_main:
             check_run_config(self.folder, experiment_identity(stage, self.preset), force=force)
-            _write_atomic(self.folder / 'data.json', json.dumps({'data': str(Path(data).expanduser().resolve())}) + '\n')  # for evaluate
+            write_atomic(self.folder / 'data.json', json.dumps({'data': str(Path(data).expanduser().resolve())}) + '\n')  # for evaluate
 
         split = read_cub(data, 'train')
         if split.embeddings.shape[-1] != mcfg.text_dim:
@@ -411,7 +401,7 @@ class Trainer:
             row['collapse_warning'] = True
         self._callback('after_epoch', row)
         self.history.append(row)
-        if main: _write_atomic(self.folder / 'log.jsonl', ''.join(json.dumps(r) + '\n' for r in self.history))
+        if main: write_atomic(self.folder / 'log.jsonl', ''.join(json.dumps(r) + '\n' for r in self.history))
         return row
 
     def _finite(self, parts: dict) -> bool:
