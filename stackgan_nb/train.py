@@ -92,18 +92,19 @@ def read_log(folder) -> list[dict]:
 
 
 def plot_losses(folder, keys=('d_loss', 'g_loss', 'kl'), ax=None, path=None):
-    "Plot the epoch-mean losses of a stage folder; saves to `path` when given; returns the matplotlib axes."
-    import matplotlib
-    if path is not None and ax is None: matplotlib.use('Agg', force=False)
-    import matplotlib.pyplot as plt
-    log = read_log(folder)
-    if ax is None: _, ax = plt.subplots(figsize=(6, 3.5))
+    "Plot the epoch-mean losses of a stage folder (in `ax`, or a new figure); saves to `path` when given; returns the axes."
+    if ax is None and path is not None:                        # a file only: a bare Figure, pyplot's state untouched
+        from matplotlib.figure import Figure
+        ax = Figure(figsize=(6, 3.5)).add_subplot()
+    elif ax is None:
+        import matplotlib.pyplot as plt
+        _, ax = plt.subplots(figsize=(6, 3.5))
     for k in keys:
-        pts = [(r['epoch'], r[k]) for r in log if k in r]
+        pts = [(r['epoch'], r[k]) for r in read_log(folder) if k in r]
         if pts: ax.plot(*zip(*pts), label=k)
     ax.set_xlabel('epoch'); ax.set_ylabel('loss'); ax.set_title(Path(folder).name); ax.legend(); ax.grid(alpha=0.3)
     if path is not None:
-        ax.figure.tight_layout(); ax.figure.savefig(path, dpi=100); plt.close(ax.figure)
+        ax.figure.tight_layout(); ax.figure.savefig(path, dpi=100)
     return ax
 
 
