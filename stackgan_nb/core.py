@@ -10,6 +10,7 @@ __all__ = ['COCO_MODEL', 'PRESETS', 'ConfigError', 'choice', 'number', 'ModelCon
 import dataclasses
 import os
 import random
+import uuid
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -184,7 +185,8 @@ def write_atomic(path, data) -> Path:
     "All or nothing: `data` (bytes, str, or a function `write(f)` of a binary file) goes to a temp file in `path`'s folder, which is fsynced and renamed onto `path`; any failure leaves the old file as it was."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.tmp')   # same folder: a rename across file systems (/content -> Drive) fails
+    # same folder: a rename across file systems (/content -> Drive) fails; a name of its own: two writers never share it
+    tmp = path.with_name(f'.{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp')
     try:
         with open(tmp, 'wb') as f:
             if callable(data): data(f)

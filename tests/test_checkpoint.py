@@ -227,9 +227,11 @@ def test_killed_mid_write_leaves_previous_checkpoint(tmp_path):
     child = subprocess.Popen([sys.executable, '-c', textwrap.dedent(code)], stdout=subprocess.PIPE, text=True)
     try:
         assert child.stdout.readline().strip() == 'saved'
-        tmp_file = tmp_path / '.ckpt-000002-step000000002.pt.tmp'
+        def partial():  # the temp file of the second save, once it has more than a header
+            files = list(tmp_path.glob('.ckpt-000002-step000000002.pt.*.tmp'))
+            return files[0] if files and files[0].stat().st_size > HEADER_SIZE else None
         deadline = time.monotonic() + 60
-        while not (tmp_file.exists() and tmp_file.stat().st_size > HEADER_SIZE) and time.monotonic() < deadline:
+        while (tmp_file := partial()) is None and time.monotonic() < deadline:
             time.sleep(0.001)
         child.send_signal(signal.SIGKILL)
     finally:
