@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .core import get_device
+from .core import get_device, write_atomic
 from .data import read_cub
 from .evaluate import caption_attribute_accuracy, evaluate_run, synthetic_scorer
 from .synthetic import TINY, make_synthetic_cub
@@ -68,9 +68,7 @@ def write_report(folder: Path, summary: dict) -> Path:
         f = lambda k: 'n/a' if e.get(k) is None else f'{e[k]:.2f}'
         lines.append(f'| {stage} | {f("is")} | {f("is_real")} | {f("fid")} | {f("diversity_ratio")} |')
     lines += ['', 'Loss curves: `losses.png`. Everything else: `stage1/`, `stage2/` (checkpoints, logs, samples per epoch).', '']
-    path = folder / 'REPORT.md'
-    path.write_text('\n'.join(lines))
-    return path
+    return write_atomic(folder / 'REPORT.md', '\n'.join(lines))
 
 # %% ../nbs/45_quickstart.ipynb #0fc82ace
 def _loss_figure(folder: Path, path: Path) -> None:
@@ -109,7 +107,7 @@ def quickstart(root='stackgan_quickstart', device='auto', smoke: bool | None = N
                'n_train': len(splits['train']), 'n_test': len(splits['test']), 'minutes': (time.time() - t0) / 60,
                'grid_captions': [s.captions[i][0] for s, i in picks], 'caption_accuracy': accuracy,
                'evaluation': {k: v for k, v in evaluation.items() if k.startswith('stage')}}
-    (folder / 'quickstart.json').write_text(json.dumps(summary, indent=1, default=str))
+    write_atomic(folder / 'quickstart.json', json.dumps(summary, indent=1, default=str))
     report = write_report(folder, summary)
     x = lambda k: f'{accuracy[k]["colour_vs_chance"]:.1f}x'
     print(f'\nQuickstart done in {summary["minutes"]:.1f} min. Part colours as the captions ask, against chance: '
