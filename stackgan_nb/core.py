@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['COCO_MODEL', 'PRESETS', 'ConfigError', 'choice', 'number', 'ModelConfig', 'TrainConfig', 'Preset', 'get_preset',
-           'override', 'config_dict', 'config_from_dict', 'get_device', 'seed_everything', 'write_atomic', 'is_colab']
+           'override', 'config_dict', 'config_from_dict', 'get_device', 'seed_everything', 'temp_path', 'write_atomic',
+           'is_colab']
 
 # %% ../nbs/00_core.ipynb #859e9644
 import dataclasses
@@ -181,12 +182,17 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def temp_path(path) -> Path:
+    "A temporary name beside `path` that no other writer uses (same folder: a rename across file systems, /content -> Drive, fails)."
+    path = Path(path)
+    return path.with_name(f'.{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp')
+
+
 def write_atomic(path, data) -> Path:
     "All or nothing: `data` (bytes, str, or a function `write(f)` of a binary file) goes to a temp file in `path`'s folder, which is fsynced and renamed onto `path`; any failure leaves the old file as it was."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # same folder: a rename across file systems (/content -> Drive) fails; a name of its own: two writers never share it
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp')
+    tmp = temp_path(path)
     try:
         with open(tmp, 'wb') as f:
             if callable(data): data(f)

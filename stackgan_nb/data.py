@@ -14,7 +14,6 @@ import json
 import math
 import os
 import pickle
-import uuid
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .core import write_atomic
+from .core import temp_path, write_atomic
 
 # %% ../nbs/12_data.ipynb #3a5ad954
 class DataError(ValueError):
@@ -258,8 +257,7 @@ def build_cache(split: CUBSplit, cache_dir=None, sizes=(76, 304), progress: bool
 def _build(split, cache_dir, sizes, fingerprint, progress, workers) -> dict:
     from tqdm.auto import tqdm
     n = len(split)
-    tag = f'{os.getpid()}-{uuid.uuid4().hex[:8]}'         # two processes building the same cache must not share a file
-    tmp = {s: (p := cache_paths(cache_dir, split.split, s)[0]).with_name(f'.{p.name}.{tag}.tmp') for s in sizes}
+    tmp = {s: temp_path(cache_paths(cache_dir, split.split, s)[0]) for s in sizes}   # concurrent builders never share one
     arrays = {s: np.lib.format.open_memmap(tmp[s], mode='w+', dtype=np.uint8, shape=(n, 3, s, s)) for s in sizes}
 
     def one(i):
