@@ -67,6 +67,8 @@ class ModelConfig(_Checked):
     norm: str = choice('batch', 'batch', 'none', doc="'batch' (official) or 'none' (the no-BN experiments)")
     ca_act: str = choice('relu', 'relu', 'leaky_relu', doc="activation after the CA layer: 'relu' (StackGAN-Pytorch) or 'leaky_relu' (StackGAN TF)")
     d_dropout: float = number(0.0, 0.0, 0.9, doc='dropout probability after D activations (0: official)')
+    d_condition: str = choice('mu', 'mu', 'text', doc="D's condition: G's CA mean mu, detached (StackGAN-Pytorch), or D's own FC of the caption embedding (StackGAN TF)")
+    stage2_skip: str = choice('none', 'none', 'stage1', doc="'stage1': Stage-II's image is the upsampled Stage-I image plus a learned correction (short runs); 'none': official")
 
 # %% ../nbs/00_core.ipynb #bc222cd2
 COCO_MODEL = ModelConfig(gf_dim=192, df_dim=96, r_num=2)

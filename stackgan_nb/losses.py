@@ -71,10 +71,10 @@ def d_loss(D: nn.Module, real_imgs, fake_imgs, cond, loss='bce', wrong_idx=None,
     return total, {k: v.detach() for k, v in parts.items()}
 
 # %% ../nbs/02_losses.ipynb #d725f551
-def g_loss(D: nn.Module, fake_imgs, mu, logvar, loss='bce', kl_coef=2.0):
-    "Generator loss: fool the conditional [and unconditional] head, plus kl_coef * KL; returns (total, parts)."
+def g_loss(D: nn.Module, fake_imgs, mu, logvar, loss='bce', kl_coef=2.0, cond=None):
+    "Generator loss: fool the conditional [and unconditional] head (given `cond`, default `mu`), plus kl_coef * KL; returns (total, parts)."
     h = D.encode(fake_imgs)
-    parts = {'g_fake': adv_term(D.cond_logits(h, mu), True, loss)}
+    parts = {'g_fake': adv_term(D.cond_logits(h, mu if cond is None else cond), True, loss)}
     total = parts['g_fake']
     if D.has_uncond:
         parts['g_uncond_fake'] = adv_term(D.uncond_logits(h), True, loss)

@@ -95,10 +95,11 @@ class Stage1Generator(nn.Module):
 
 # %% ../nbs/01_models.ipynb #fab45d45
 class DGetLogits(nn.Module):
-    "A discriminator head: features (B, 8*ndf, 4, 4) [+ condition (B, nef)] -> logits (B,)."
-    def __init__(self, ndf, nef, bcondition=True, norm='batch', p_drop=0.0):
+    "A discriminator head: features (B, 8*ndf, 4, 4) [+ condition (B, nef), or caption (B, text_dim) with `text_dim`] -> logits (B,)."
+    def __init__(self, ndf, nef, bcondition=True, norm='batch', p_drop=0.0, text_dim=None):
         super().__init__()
         self.nef, self.bcondition = nef, bcondition
+        if text_dim: self.text_fc = nn.Sequential(nn.Linear(text_dim, nef), nn.LeakyReLU(0.2, inplace=True))  # TF's context FC
         if bcondition:
             self.outlogits = nn.Sequential(conv3x3(ndf * 8 + nef, ndf * 8), norm2d(ndf * 8, norm), leaky(p_drop),
                                            nn.Conv2d(ndf * 8, 1, kernel_size=4, stride=4))
@@ -107,6 +108,7 @@ class DGetLogits(nn.Module):
 
     def forward(self, h_code, c_code=None):                # (B, 8*ndf, 4, 4), (B, nef)
         if self.bcondition:
+            if hasattr(self, 'text_fc'): c_code = self.text_fc(c_code)  # (B, text_dim) -> (B, nef)
             c_code = c_code.view(-1, self.nef, 1, 1).expand(-1, -1, 4, 4)  # (B, nef, 4, 4)
             h_code = torch.cat((h_code, c_code), 1)        # (B, 8*ndf + nef, 4, 4)
         return self.outlogits(h_code).view(-1)             # (B,)
@@ -128,6 +130,9 @@ class _Discriminator(nn.Module):
     @property
     def has_uncond(self): return self.get_uncond_logits is not None
 
+    @property
+    def reads_text(self): return hasattr(self.get_cond_logits, 'text_fc')
+
 
 class Stage1Discriminator(_Discriminator):
     "D_0: 64x64 image (+ mu) -> real/fake logits."
@@ -140,7 +145,7 @@ class Stage1Discriminator(_Discriminator):
             down4x4(ndf, ndf * 2), norm2d(ndf * 2, norm), leaky(p),                  # (B, 2ndf, 16, 16)
             down4x4(ndf * 2, ndf * 4), norm2d(ndf * 4, norm), leaky(p),              # (B, 4ndf, 8, 8)
             down4x4(ndf * 4, ndf * 8), norm2d(ndf * 8, norm), leaky(p))              # (B, 8ndf, 4, 4)
-        self.get_cond_logits = DGetLogits(ndf, cfg.condition_dim, True, norm, p)
+        self.get_cond_logits = DGetLogits(ndf, cfg.condition_dim, True, norm, p, cfg.text_dim if cfg.d_condition == 'text' else None)
         self.get_uncond_logits = None
 
 # %% ../nbs/01_models.ipynb #ff7217f6
@@ -168,6 +173,7 @@ class Stage2Generator(nn.Module):
         self.upsample3 = up_block(ngf, ngf // 2, norm)
         self.upsample4 = up_block(ngf // 2, ngf // 4, norm)
         self.img = nn.Sequential(conv3x3(ngf // 4, 3), nn.Tanh())
+        self.skip = cfg.stage2_skip == 'stage1'
 
     def train(self, mode=True):
         "Switch mode as usual, but the frozen Stage-I stays in eval mode."
@@ -188,7 +194,10 @@ class Stage2Generator(nn.Module):
         h = self.upsample2(h)                              # (B, ngf, 64, 64)
         h = self.upsample3(h)                              # (B, ngf/2, 128, 128)
         h = self.upsample4(h)                              # (B, ngf/4, 256, 256)
-        return stage1_img, self.img(h), mu, logvar         # img: (B, 3, 256, 256)
+        if not self.skip: return stage1_img, self.img(h), mu, logvar  # img: (B, 3, 256, 256)
+        base = F.interpolate(stage1_img, scale_factor=4, mode='bilinear', align_corners=False)  # (B, 3, 256, 256)
+        img = torch.tanh(self.img[0](h) + torch.atanh(base.clamp(-0.995, 0.995)))  # Stage-I + correction, before tanh
+        return stage1_img, img, mu, logvar
 
 # %% ../nbs/01_models.ipynb #55468d65
 class Stage2Discriminator(_Discriminator):
@@ -206,7 +215,7 @@ class Stage2Discriminator(_Discriminator):
             down4x4(ndf * 16, ndf * 32), norm2d(ndf * 32, norm), leaky(p),           # (B, 32ndf, 4, 4)
             conv3x3(ndf * 32, ndf * 16), norm2d(ndf * 16, norm), leaky(p),           # (B, 16ndf, 4, 4)
             conv3x3(ndf * 16, ndf * 8), norm2d(ndf * 8, norm), leaky(p))             # (B, 8ndf, 4, 4)
-        self.get_cond_logits = DGetLogits(ndf, cfg.condition_dim, True, norm, p)
+        self.get_cond_logits = DGetLogits(ndf, cfg.condition_dim, True, norm, p, cfg.text_dim if cfg.d_condition == 'text' else None)
         self.get_uncond_logits = DGetLogits(ndf, cfg.condition_dim, False, norm, p)
 
 # %% ../nbs/01_models.ipynb #819754f2

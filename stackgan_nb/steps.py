@@ -51,26 +51,26 @@ def _update(loss, opt, scaler=None) -> None:
         scaler.update()
 
 
-def d_step(D, opt_d, real, fake, mu, cfg: TrainConfig, wrong_idx=None, autocast=nullcontext, scaler=None,
+def d_step(D, opt_d, real, fake, cond, cfg: TrainConfig, wrong_idx=None, autocast=nullcontext, scaler=None,
            loss: str | None = None, d_loss_fn=None) -> dict:
-    "One discriminator update on real, wrong and fake pairs; returns the detached loss parts."
+    "One discriminator update on real, wrong and fake pairs given D's condition (`mu`, or the caption); returns the detached loss parts."
     opt_d.zero_grad(set_to_none=True)
     with autocast():
-        if d_loss_fn is None: total, parts = d_loss(D, real, fake.detach(), mu.detach(), loss or cfg.loss, wrong_idx, cfg.gp_weight)
-        else: total, parts = d_loss_fn(real, fake.detach(), mu.detach(), wrong_idx)
+        if d_loss_fn is None: total, parts = d_loss(D, real, fake.detach(), cond.detach(), loss or cfg.loss, wrong_idx, cfg.gp_weight)
+        else: total, parts = d_loss_fn(real, fake.detach(), cond.detach(), wrong_idx)
     _update(total, opt_d, scaler)
     if cfg.loss == 'wgan-clip': clip_weights_(D, cfg.clip_value)
     return parts
 
 
 def g_step(D, opt_g, fake, mu, logvar, cfg: TrainConfig, autocast=nullcontext, scaler=None,
-           loss: str | None = None, freeze_d: bool = True) -> dict:
+           loss: str | None = None, freeze_d: bool = True, cond=None) -> dict:
     "One generator update through the (fixed) discriminator; returns the detached loss parts."
     opt_g.zero_grad(set_to_none=True)
     if freeze_d: D.requires_grad_(False)
     try:
         with autocast():
-            total, parts = g_loss(D, fake, mu, logvar, loss or cfg.loss, cfg.kl_coef)
+            total, parts = g_loss(D, fake, mu, logvar, loss or cfg.loss, cfg.kl_coef, cond)
         _update(total, opt_g, scaler)
     finally:
         if freeze_d: D.requires_grad_(True)
@@ -84,8 +84,9 @@ def train_step(G, D, opt_g, opt_d, real, text_embedding, cfg: TrainConfig, step=
     update_g = (step + 1) % cfg.n_critic == 0
     with autocast(), torch.set_grad_enabled(update_g):
         _, fake, mu, logvar = G(text_embedding, noise)
-    parts = d_step(D, opt_d, real, fake, mu, cfg, wrong_idx, autocast, scalers[0], loss, d_loss_fn)
-    if update_g: parts.update(g_step(D, opt_g, fake, mu, logvar, cfg, autocast, scalers[1], loss, freeze_d))
+    cond = text_embedding if getattr(D, 'module', D).reads_text else mu   # what D is conditioned on (TF: the caption)
+    parts = d_step(D, opt_d, real, fake, cond, cfg, wrong_idx, autocast, scalers[0], loss, d_loss_fn)
+    if update_g: parts.update(g_step(D, opt_g, fake, mu, logvar, cfg, autocast, scalers[1], loss, freeze_d, cond))
     return parts
 
 # %% ../nbs/03_steps.ipynb #a3f0122f
