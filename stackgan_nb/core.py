@@ -92,6 +92,7 @@ class TrainConfig(_Checked):
     clip_value: float = number(0.01, 0, lo_open=True, doc="'wgan-clip': D weights clamped to [-c, c]")
     gp_weight: float = number(10.0, 0, doc="'wgan-gp': weight of the gradient penalty")
     captions_per_sample: int = number(1, 1, 10, doc='caption embeddings averaged per sample (1: official PyTorch, 4: TF)')
+    g_ema: float = number(0.0, 0.0, 0.9999, doc="decay of a moving average of G's weights that samples and evaluations use (0: off, official)")
     wrong: str = choice('shift', 'shift', 'class', doc="wrong pairs: in-batch shift (official) or another class")
 
 # %% ../nbs/00_core.ipynb #e60c892f

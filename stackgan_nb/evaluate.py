@@ -500,7 +500,7 @@ class EvaluateEvery:
 
     def after_epoch(self, trainer, row: dict) -> None:
         if row['epoch'] % self.n_epochs: return
-        with private_rng(self.seed), torch.no_grad(): row.update(self.scores(trainer.G))   # the training RNG is untouched
+        with private_rng(self.seed), torch.no_grad(): row.update(self.scores(trainer.sampler))   # the training RNG is untouched
 
     def scores(self, G: nn.Module) -> dict:
         "The `eval_*` numbers of generator `G` now."

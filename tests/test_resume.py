@@ -1,5 +1,7 @@
 """Exact resume: training N steps straight gives bit-identical weights to training that is killed (SIGKILL) at random
-moments and resumed, several times, to the same N steps. Real subprocesses, real checkpoints on disk."""
+moments and resumed, several times, to the same N steps. Real subprocesses, real checkpoints on disk. The run uses the
+quickstart's options (a moving average of G, D reading the caption, Stage-II's skip from Stage-I) so that their state
+resumes exactly too."""
 import os
 import random
 import signal
@@ -20,7 +22,8 @@ import sys
 from stackgan_nb.train import train
 train(sys.argv[1], stage=int(sys.argv[3]), run='exact', runs_root=sys.argv[2], device='cpu', progress=False, max_steps={steps},
       checkpoint_minutes=0.001, overrides=['model.gf_dim=4', 'model.df_dim=4', 'model.condition_dim=4', 'model.z_dim=8',
-                                          'model.r_num=1', 'train.batch_size=4', 'train.epochs=100'])
+                                          'model.r_num=1', 'train.batch_size=4', 'train.epochs=100', 'train.g_ema=0.9',
+                                          'model.d_condition=text', 'model.stage2_skip=stage1'])
 """
 
 
@@ -69,6 +72,6 @@ def test_kill_and_resume_is_bit_identical(data, tmp_path, stage):
     finish(start(data, killed, stage))
     a, b = final_state(straight, stage), final_state(killed, stage)
     assert a['step'] == b['step'] == STEPS
-    for net in ('G', 'D'):
+    for net in ('G', 'D', 'G_ema'):
         for k in a[net]: assert torch.equal(a[net][k], b[net][k]), f'{net}.{k} differs after kill-and-resume'
     for k in a['opt_D']['state']: assert torch.equal(a['opt_D']['state'][k]['exp_avg'], b['opt_D']['state'][k]['exp_avg'])
