@@ -515,6 +515,7 @@ class Trainer:
                   dynamic_ncols=True, desc=f'Stage-{"I" * self.stage} {self.run.name}') as bar:
             while self.step < total: self.train_epoch(total, bar)
         if self.history and self.dist.is_main: plot_losses(self.folder, path=self.folder / 'losses.png')
+        barrier(self.dist)                                       # the processes leave together (none exits mid-collective)
         return self
 
 def find_run(run, runs_root=None) -> Path:
