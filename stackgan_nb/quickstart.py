@@ -19,7 +19,7 @@ from .core import get_device, write_atomic
 from .data import read_cub
 from .evaluate import caption_attribute_accuracy, evaluate_run, synthetic_scorer
 from .synthetic import TINY, make_synthetic_cub
-from .train import load_generator, plot_losses, sample_grid, train
+from .train import load_generator, plot_losses, read_log, sample_grid, train
 
 # %% ../nbs/45_quickstart.ipynb #40d6c108
 RUN = 'quickstart'
@@ -57,8 +57,8 @@ def write_report(folder: Path, summary: dict) -> Path:
     s = summary
     lines = ['# StackGAN quickstart', '',
              f'{s["n_train"]} synthetic training birds ({s["n_test"]} more of held-out species for testing); '
-             f'Stage-I {s["epochs"][0]} epochs, Stage-II {s["epochs"][1]} epochs on {s["device"]}; '
-             f'{s["minutes"]:.1f} minutes in all.', '',
+             f'Stage-I {s["epochs"][0]} epochs ({s["train_seconds"]["stage1"]:.0f} s of training), Stage-II {s["epochs"][1]} '
+             f'epochs ({s["train_seconds"]["stage2"]:.0f} s) on {s["device"]}; this call took {s["minutes"]:.1f} minutes.', '',
              '![Stage-I (top) vs Stage-II (bottom)](stage1_vs_stage2.png)', '',
              '*Stage-I (top) and Stage-II (bottom): four captions of training species, then four of held-out species.*', '',
              '## Does the bird follow the caption?', '']
@@ -109,6 +109,7 @@ def quickstart(root='stackgan_quickstart', device='auto', smoke: bool | None = N
     _loss_figure(folder, folder / 'losses.png')
     summary = {'run': str(folder), 'data': str(data), 'device': str(dev), 'smoke': smoke, 'epochs': list(cfg['epochs']),
                'n_train': len(splits['train']), 'n_test': len(splits['test']), 'minutes': (time.time() - t0) / 60,
+               'train_seconds': {f'stage{s}': sum(r['seconds'] for r in read_log(folder / f'stage{s}')) for s in (1, 2)},
                'grid_captions': [s.captions[i][0] for s, i in picks], 'caption_accuracy': accuracy,
                'evaluation': {k: v for k, v in evaluation.items() if k.startswith('stage')}}
     write_atomic(folder / 'quickstart.json', json.dumps(summary, indent=1, default=str))
