@@ -223,10 +223,11 @@ class Trainer:
         self.folder.mkdir(parents=True, exist_ok=True)
         forced = None                                            # a forced new config is stored once the old weights fit
         if self.dist.is_main:
-            try: check_run_config(self.folder, experiment_identity(stage, self.preset))
+            identity = experiment_identity(stage, self.preset)
+            try: check_run_config(self.folder, identity)
             except RunConfigMismatch:
                 if not force: raise
-                forced = experiment_identity(stage, self.preset)
+                forced = identity
             write_atomic(self.folder / 'data.json', json.dumps({'data': str(Path(data).expanduser().resolve())}) + '\n')  # for evaluate
 
         split = read_cub(data, 'train')
@@ -388,7 +389,8 @@ class Trainer:
 
     def save(self) -> Path | None:
         "Write a checkpoint (never one with non-finite weights); with several processes rank 0 writes, all wait."
-        if not all_finite([*self.G.state_dict().values(), *self.D.state_dict().values(), *self.sampler.state_dict().values()]):
+        nets = (self.G, self.D) if self.G_ema is None else (self.G, self.D, self.G_ema)
+        if not all_finite([v for net in nets for v in net.state_dict().values()]):
             raise NonFiniteError('Refusing to checkpoint non-finite weights.')
         rngs = all_gather_object(rng_state(), self.dist) if self.dist.enabled else None
         path = self.ckpt.save(self.state_dict(rngs), self.step) if self.dist.is_main else None
