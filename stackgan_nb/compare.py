@@ -48,7 +48,7 @@ def run_summary(run, runs_root=None, stage: int = 1) -> dict:
 
 # %% ../nbs/34_compare.ipynb #eb0cb70a
 COLUMNS = ('run', 'preset', 'norm', 'optimizer', 'loss', 'g_lr', 'd_lr', 'd_dropout', 'batch_size', 'epochs', 'd_loss', 'g_loss',
-           'kl', 'is', 'fid', 'colour_acc', 'scored_by', 'diversity_ratio', 'nan_rollbacks', 'collapse_warnings', 's_per_epoch',
+           'kl', 'is', 'fid', 'colour_acc', 'scored_by', 'diversity_ratio', 'nan_rollbacks', 'collapsed_epochs', 's_per_epoch',
            'img_per_s')
 
 
@@ -66,7 +66,7 @@ def table_row(s: dict) -> dict:
            'batch_size': train.get('batch_size'), 'epochs': last.get('epoch', 0),
            'd_loss': last.get('d_loss'), 'g_loss': last.get('g_loss'), 'kl': last.get('kl'),
            'is': None, 'fid': None, 'colour_acc': None, 'scored_by': None, 'diversity_ratio': last.get('diversity_ratio'),
-           'nan_rollbacks': s['rollbacks'], 'collapse_warnings': sum(bool(r.get('collapse_warning')) for r in log),
+           'nan_rollbacks': s['rollbacks'], 'collapsed_epochs': sum(bool(r.get('collapsed', r.get('collapse_warning'))) for r in log),
            's_per_epoch': _median(r.get('seconds') for r in log), 'img_per_s': _median(r.get('img_per_s') for r in log)}
     ev, scored = s['evaluation'], [r for r in log if 'eval_is' in r]
     if ev:

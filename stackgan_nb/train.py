@@ -435,10 +435,14 @@ class Trainer:
                 sample_grid(self.sampler, self.fixed_emb, self.fixed_noise, self.folder / 'samples' / f'epoch_{self.epoch + 1:04d}.png')
             row['diversity'] = diversity_score(self.sampler, self.div_emb, n=8, seed=self.cfg.seed)
         row['diversity_ratio'] = row['diversity'] / max(self.real_diversity, 1e-12)
-        if self.epoch + 1 > self.cfg.collapse_warmup and row['diversity_ratio'] < self.cfg.diversity_threshold:
-            self.log(f'Possible mode collapse at epoch {self.epoch + 1}: samples of "{self.div_caption}" with different noise differ only '
-                     f'{row["diversity_ratio"]:.3f}x as much as real birds do (threshold {self.cfg.diversity_threshold}). Compare other presets.')
-            row['collapse_warning'] = True
+        row['collapsed'] = self.epoch + 1 > self.cfg.collapse_warmup and row['diversity_ratio'] < self.cfg.diversity_threshold
+        was = bool(self.history and self.history[-1].get('collapsed'))       # one message per change, not per epoch
+        if row['collapsed'] and not was:
+            self.log(f'Possible mode collapse from epoch {self.epoch + 1}: samples of "{self.div_caption}" with different noise differ only '
+                     f'{row["diversity_ratio"]:.3f}x as much as real birds do (threshold {self.cfg.diversity_threshold}). Compare other presets; '
+                     'log.jsonl has the diversity of every epoch, and a message follows if it recovers.')
+        elif was and not row['collapsed']:
+            self.log(f'Diversity recovered at epoch {self.epoch + 1}: {row["diversity_ratio"]:.3f}x real (threshold {self.cfg.diversity_threshold}).')
         self._callback('after_epoch', row)
         self.history.append(row)
         if main: write_atomic(self.folder / 'log.jsonl', ''.join(json.dumps(r) + '\n' for r in self.history))

@@ -16,7 +16,7 @@ LAYERS = [
     {'losses', 'data', 'synthetic'},
     {'steps', 'metrics', 'inception'},
     {'train', 'distributed'},
-    {'sample', 'evaluate', 'compare'},
+    {'sample', 'evaluate', 'compare', 'testing'},
     {'widgets', 'quickstart'},
     {'cli'},
 ]

@@ -14,7 +14,7 @@ from stackgan_nb.sample import Sampler, sample_main
 from stackgan_nb.synthetic import TINY, make_synthetic_cub
 from stackgan_nb.train import train
 from stackgan_nb.widgets import CaptionWidget
-from tiny_run import TINY_MODEL, make_tiny_runs
+from stackgan_nb.testing import make_tiny_runs
 
 CAPTION = 'this bird has wings that are black and a crown that is white'
 DIGEST = ('import hashlib, sys; from stackgan_nb.sample import Sampler; '
@@ -61,7 +61,7 @@ def test_run_without_a_stored_encoder(tmp_path):
     (data / 'birds' / 'text_encoder.json').unlink()          # like the official metadata: embeddings, no encoder
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')
-        train(data, 1, 'stackgan', 'cub-like', TINY_MODEL, epochs=1, runs_root=tmp_path / 'runs', device='cpu', progress=False)
+        train(data, 1, 'tiny', 'cub-like', epochs=1, runs_root=tmp_path / 'runs', device='cpu', progress=False)
     with pytest.raises(ValueError, match='stores no text encoder.*char-cnn-rnn'):
         Sampler('cub-like', runs_root=tmp_path / 'runs')
     w = CaptionWidget('cub-like', runs_root=tmp_path / 'runs')

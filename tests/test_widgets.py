@@ -12,7 +12,7 @@ from PIL import Image
 
 from stackgan_nb.sample import Sampler, default_examples, examples_from_data, png_bytes
 from stackgan_nb.widgets import CaptionWidget
-from tiny_run import make_tiny_runs
+from stackgan_nb.testing import make_tiny_runs
 
 CAPTION = 'a small bird with a red crown, a yellow breast and blue wings'
 
