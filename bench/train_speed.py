@@ -3,6 +3,7 @@
     python bench/train_speed.py              # CUDA: full sizes (birds networks, batch 64); CPU: tiny networks
     python bench/train_speed.py --smoke      # tiny networks and data on the CPU, a few seconds (CI)
     python bench/train_speed.py --root DATA  # the real CUB (DATA holds CUB_200_2011/ and birds/)
+    python bench/train_speed.py --profile    # also torch.profiler on the fast steps: top kernels, GPU busy share, launches
 
 For each stage and mode it builds the `Trainer` that `train(...)` builds (same data pipeline, precision, layout, CUDA
 graph, optimizers), warms it up (cuDNN autotuning, graph recording), then times real training steps fed by the mode's
@@ -153,6 +154,36 @@ def numerics(data, stage, args, device) -> dict:
     return out
 
 
+def profile(data, stage, args, device, steps=10) -> str:
+    "torch.profiler over `steps` eager steps of the fast mode: GPU busy share, kernel launches per step, the top kernels."
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+    if stage == 2: make_trainer(data, 1, 'fast', args, device, run='prof')      # (Stage-II needs its run's Stage-I)
+    t = make_trainer(data, stage, 'fast', args, device, run='prof', cuda_graph='off')   # eager: kernels visible one by one
+    it = t.batches()
+    for _ in range(5): t.train_batch(next(it))
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda' else [])
+    sync(device)
+    with torch_profile(activities=acts) as prof:
+        t0 = time.perf_counter()
+        for _ in range(steps): t.train_batch(next(it))
+        sync(device)
+        wall = (time.perf_counter() - t0) / steps
+    events = prof.key_averages()
+    dev_us = lambda e: getattr(e, 'self_device_time_total', None) or getattr(e, 'self_cuda_time_total', 0)
+    busy = sum(dev_us(e) for e in events if e.device_type == DeviceType.CUDA) / steps / 1e6
+    launches = sum(e.count for e in events if e.key in ('cudaLaunchKernel', 'cudaLaunchKernelExC', 'cuLaunchKernel', 'cuLaunchKernelEx')) / steps
+    sort = 'self_cuda_time_total' if device.type == 'cuda' else 'self_cpu_time_total'
+    try: top = events.table(sort_by=sort, row_limit=15, max_name_column_width=70)
+    except Exception: top = events.table(sort_by='self_device_time_total', row_limit=15, max_name_column_width=70)
+    it.close()
+    del t, it
+    gc.collect()
+    return (f'Stage-{"I" * stage} fast, eager (no CUDA graph), {steps} steps: wall {wall * 1000:.2f} ms/step, GPU busy '
+            f'{busy * 1000:.2f} ms/step ({busy / wall:.0%} of the wall time), {launches:.0f} kernel launches/step\n{top}')
+
+
 def table(rows, device, args) -> str:
     base = {r['stage']: r['img_s'] for r in rows if r['mode'] == 'baseline'}
     lines = [f'Training speed on {device_name(device)}, torch {torch.__version__}'
@@ -190,6 +221,7 @@ def main(argv=None) -> int:
     p.add_argument('--numerics', type=int, default=None, help='steps of the numerics check per stage, 0 = skip (default 100, smoke 5)')
     p.add_argument('--images', type=int, default=CUB_TRAIN, help="synthetic data: training entries (default CUB's 8,855)")
     p.add_argument('--json', help='also write the results here')
+    p.add_argument('--profile', action='store_true', help='also profile the fast steps (torch.profiler: top kernels, GPU busy share)')
     args = p.parse_args(argv)
     device = torch.device(args.device or ('cpu' if args.smoke or not torch.cuda.is_available() else 'cuda'))
     args.size = args.size or ('full' if device.type == 'cuda' and not args.smoke else 'tiny')
@@ -231,8 +263,15 @@ def main(argv=None) -> int:
                   f'{n["control"]:.2e} | {n["finite"]} |', flush=True)
         print('(GAN training amplifies any rounding difference about tenfold every ten steps: compare "all" with the control, '
               'not with zero. The first steps show the precision difference itself; float64 equality is tested in the training notebook.)')
+    profiles = []
+    if args.profile:
+        for stage in args.stages:
+            try: profiles.append(profile(data, stage, args, device))
+            except Exception as e: profiles.append(f'Stage-{"I" * stage}: profiling failed: {type(e).__name__}: {e}')
+            print('\n' + profiles[-1], flush=True)
     if args.json: Path(args.json).write_text(json.dumps({'device': device_name(device), 'torch': torch.__version__, 'args':
-                                                           {k: str(v) for k, v in vars(args).items()}, 'rows': rows, 'numerics': checks}, indent=1))
+                                                           {k: str(v) for k, v in vars(args).items()}, 'rows': rows, 'numerics': checks,
+                                                           'profiles': profiles}, indent=1))
     print(f'\ntotal {time.perf_counter() - t0:.0f} s')
     tmp.cleanup()
     return 0 if all(c['finite'] for c in checks) else 1
