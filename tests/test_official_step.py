@@ -7,8 +7,8 @@ Stage-II's forward in training mode, parameters only `requires_grad=False`), `nn
 step: noise `normal_(0, 1)` into a preallocated tensor, G forward, D update on the detached fake, G update on the same
 fake. Our side only goes through the public entry points: `build_models`, `load_official`, `make_optimizers` and
 `train_step`. Both start from the same state dict, the same batch and the same torch seed; afterwards every parameter
-and BatchNorm buffer of G and D must agree (1e-6 with the official loss formula, 1e-4 with our logits form), and with
-`g_cond='grad'` or `stage1_in_stage2='eval'` the same comparison must fail.
+and BatchNorm buffer of G and D must agree (1e-6 with the official loss formula in float32, 1e-4 with our logits form
+in float64: see CASES), and with `g_cond='grad'` or `stage1_in_stage2='eval'` the same comparison must fail.
 """
 import copy
 import time
