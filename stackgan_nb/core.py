@@ -67,8 +67,9 @@ class ModelConfig(_Checked):
     norm: str = choice('batch', 'batch', 'none', doc="'batch' (official) or 'none' (the no-BN experiments)")
     ca_act: str = choice('relu', 'relu', 'leaky_relu', doc="activation after the CA layer: 'relu' (StackGAN-Pytorch) or 'leaky_relu' (StackGAN TF)")
     d_dropout: float = number(0.0, 0.0, 0.9, doc='dropout probability after D activations (0: official)')
-    d_condition: str = choice('mu', 'mu', 'text', doc="D's condition: G's CA mean mu, detached (StackGAN-Pytorch), or D's own FC of the caption embedding (StackGAN TF)")
+    d_condition: str = choice('mu', 'mu', 'text', doc="D's condition: 'mu', G's CA mean, detached (StackGAN-Pytorch), or 'text', D's own FC of the caption embedding (as StackGAN TF, an approximation of it: StackGAN TF also joins the condition with a 1x1 conv in D, parametrises the CA by log-sigma, draws its noise from a truncated normal and resizes images bicubically)")
     stage2_skip: str = choice('none', 'none', 'stage1', doc="'stage1': Stage-II's image is the upsampled Stage-I image plus a learned correction (short runs); 'none': official")
+    stage1_in_stage2: str = choice('train', 'train', 'eval', doc="the frozen Stage-I G inside Stage-II: 'train' (official): its BatchNorm uses batch statistics and its running statistics move during Stage-II; 'eval': frozen statistics")
 
 # %% ../nbs/00_core.ipynb #bc222cd2
 COCO_MODEL = ModelConfig(gf_dim=192, df_dim=96, r_num=2)
@@ -91,9 +92,10 @@ class TrainConfig(_Checked):
     n_critic: int = number(1, 1, doc='D steps per G step')
     clip_value: float = number(0.01, 0, lo_open=True, doc="'wgan-clip': D weights clamped to [-c, c]")
     gp_weight: float = number(10.0, 0, doc="'wgan-gp': weight of the gradient penalty")
-    captions_per_sample: int = number(1, 1, 10, doc='caption embeddings averaged per sample (1: official PyTorch, 4: TF)')
+    captions_per_sample: int = number(1, 1, 10, doc="caption embeddings averaged per sample (1: official PyTorch; 4: as StackGAN TF, an approximation of it: StackGAN TF also parametrises the CA by log-sigma, draws its noise from a truncated normal, joins the condition with a 1x1 conv in D and resizes images bicubically)")
     g_ema: float = number(0.0, 0.0, 0.9999, doc="decay of a moving average of G's weights that samples and evaluations use (0: off, official)")
     wrong: str = choice('shift', 'shift', 'class', doc="wrong pairs: in-batch shift (official) or another class")
+    g_cond: str = choice('detach', 'detach', 'grad', doc="D's condition in the G loss: 'detach' (official): the adversarial gradient reaches the CA only through the fake image; 'grad': it also flows through D's condition into the CA (this package's behaviour before this field existed)")
 
 # %% ../nbs/00_core.ipynb #e60c892f
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from .data import CUBSplit, load_images, read_cub, source_fingerprint
 from .download import REGISTRY
 from .inception import fid_feature_net, imagenet_inception, load_stackgan_inception
 from .metrics import (AttributeClassifier, attribute_accuracy, cached_fid_stats, class_probabilities, device_of,
-                                 diversity_score, fid_stats, generated_images, inception_score_from_probs, load_attribute_classifier,
+                                 diversity_score, fid_stats, generated_images, image_batches, inception_score_from_probs, load_attribute_classifier,
                                  pairwise_diversity, private_rng, save_attribute_classifier, score_images, train_attribute_classifier)
 from .synthetic import PALETTE, PARTS, SIZES, caption_attributes, synthetic_attributes
 from .train import find_run, load_generator
@@ -347,8 +347,8 @@ SCORE_KEYS = ('is', 'is_std', 'is_trimmed', 'is_trimmed_std', 'fid', 'fid_trimme
 
 def evaluate_stage(G: nn.Module, info: dict, data: Path, samples: int | None = None, classifier='auto', fid_net='auto',
                    trim_border: bool = True, seed: int = 0, batch_size: int = 64, diversity_captions: int = 32,
-                   diversity_n: int = 8, attribute_captions: int | None = 1000, resolved=None) -> dict:
-    "Scores of one generator (`info` from `load_generator`) on the test captions of `data`."
+                   diversity_n: int = 8, attribute_captions: int | None = 1000, resolved=None, quantize: bool = True) -> dict:
+    "Scores of one generator (`info` from `load_generator`) on the test captions of `data`; `quantize`: its images as 8-bit PNGs (official)."
     t0, stage = time.time(), info['stage']
     device, size = device_of(G), 64 if stage == 1 else 256
     images, split = real_test_images(data, size)
@@ -363,7 +363,7 @@ def evaluate_stage(G: nn.Module, info: dict, data: Path, samples: int | None = N
     fnet = resolve_fid_net(fid_net, data, device, clf['scorer'])
     report = {'stage': stage, 'epoch': info['epoch'], 'step': info['step'], 'preset': info['preset'], 'checkpoint': info['checkpoint'],
               'data': str(data), 'split': 'test', 'image_size': size, 'n_samples': len(pairs),
-              'n_captions': len(set(pairs)), 'seed': seed, 'classifier': clf['name'], 'classifier_note': clf['note'],
+              'n_captions': len(set(pairs)), 'seed': seed, 'quantized': quantize, 'classifier': clf['name'], 'classifier_note': clf['note'],
               'fid_feature': fnet['feature'], 'fid_note': fnet['note']}
     if clf.get('scorer_info'): report['scorer_held_out_accuracy'] = clf['scorer_info']['held_out_accuracy']
     report.update(dict.fromkeys(SCORE_KEYS))                # null unless computed (no network, or trim_border=False)
@@ -377,7 +377,7 @@ def evaluate_stage(G: nn.Module, info: dict, data: Path, samples: int | None = N
         else: real_stats = fid_stats(real, fnet['net'], fnet['feature'], batch_size=batch_size)
     if clf['classifier'] is not None or fnet['net'] is not None:
         scores = score_images(generated_images(G, emb, batch_size, seed), clf['classifier'], fnet['net'], real_stats,
-                              trim_border=trim_border, seed=seed, batch_size=batch_size)
+                              trim_border=trim_border, seed=seed, batch_size=batch_size, quantize=quantize)
         for k in ('is', 'is_trimmed'):
             if k in scores: report[k], report[k + '_std'] = scores[k]
         for k in ('fid', 'fid_trimmed'):
@@ -445,7 +445,7 @@ def evaluate_run(run,                          # run name (under runs_root) or r
                  seed: int = 0,
                  fid_net='auto',               # 'auto', 'inception', None (no FID) or an nn.Module of features
                  write: bool = True,           # write run/evaluation.json and append to run/scores.jsonl
-                 **kwargs,                     # more options of evaluate_stage (batch_size, diversity_captions, ...)
+                 **kwargs,                     # more options of evaluate_stage (quantize, batch_size, diversity_captions, ...)
                 ) -> dict:
     "Evaluate the newest checkpoint of each (or one) stage of `run`; returns {'run', 'stage1': report, 'stage2': report}."
     folder = find_run(run, runs_root)
@@ -469,13 +469,14 @@ def _fmt(v, spec='.2f'): return 'n/a' if v is None else format(v, spec)
 
 
 def evaluate_main(run, stage: int | None = None, samples: int | None = None, data=None, runs_root=None, device='auto',
-                  classifier='auto', trim_border: bool = True, seed: int = 0) -> dict:
+                  classifier='auto', trim_border: bool = True, seed: int = 0, quantize: bool = True) -> dict:
     "`stackgan evaluate`: evaluate a run, write run/evaluation.json and run/scores.jsonl, print a summary."
-    res = evaluate_run(run, stage, samples, runs_root, data, classifier, device, trim_border, seed)
+    res = evaluate_run(run, stage, samples, runs_root, data, classifier, device, trim_border, seed, quantize=quantize)
     for key in ('stage1', 'stage2'):
         if key not in res: continue
         r = res[key]
-        line = (f'Stage-{"I" * r["stage"]} (epoch {r["epoch"]}, {r["n_samples"]} samples, {r["classifier"] or "no classifier"}): '
+        line = (f'Stage-{"I" * r["stage"]} (epoch {r["epoch"]}, {r["n_samples"]} {"8-bit" if r["quantized"] else "float"} samples, '
+                f'{r["classifier"] or "no classifier"}): '
                 f'IS {_fmt(r.get("is"))} +- {_fmt(r.get("is_std"))}, trimmed {_fmt(r.get("is_trimmed"))}; '
                 f'FID {_fmt(r.get("fid"))}, trimmed {_fmt(r.get("fid_trimmed"))}; diversity {_fmt(r["diversity"], ".4f")}')
         if 'caption_attributes' in r:
@@ -491,11 +492,12 @@ def evaluate_main(run, stage: int | None = None, samples: int | None = None, dat
 # %% ../nbs/33_evaluate.ipynb #fb6b1479
 class EvaluateEvery:
     "Trainer callback: every `n_epochs`, synthetic-scorer IS, FID and caption-attribute accuracy into the log row (`eval_*`)."
-    def __init__(self, n_epochs: int, data, samples: int = 256, seed: int = 0, scorer: AttributeClassifier | None = None):
+    def __init__(self, n_epochs: int, data, samples: int = 256, seed: int = 0, scorer: AttributeClassifier | None = None,
+                 quantize: bool = True):
         if not is_synthetic(data): raise ValueError(f'EvaluateEvery scores with the synthetic scorer: {data} is not a synthetic CUB '
                                                     '(make_synthetic_cub); for real CUB evaluate checkpoints with evaluate_run.')
         if samples < 64: raise ValueError(f'samples={samples}: the Inception Score counts whole batches of 64, so at least 64.')
-        self.n_epochs, self.data, self.samples, self.seed, self.scorer = n_epochs, Path(data), samples, seed, scorer
+        self.n_epochs, self.data, self.samples, self.seed, self.scorer, self.quantize = n_epochs, Path(data), samples, seed, scorer, quantize
         self.real_stats = None
 
     def after_epoch(self, trainer, row: dict) -> None:
@@ -516,7 +518,7 @@ class EvaluateEvery:
         emb, pairs = caption_embeddings(split, self.samples, self.seed)
         fake = torch.cat([F.interpolate(x.float(), size=(64, 64), mode='bilinear', align_corners=False, antialias=True).cpu()
                           if x.shape[-1] != 64 else x.float().cpu()
-                          for x in generated_images(G, emb, 64, self.seed)])                    # (samples, 3, 64, 64)
+                          for x in image_batches(generated_images(G, emb, 64, self.seed), quantize=self.quantize)])  # (samples, 3, 64, 64)
         scores = score_images(fake, scorer.head('species'), scorer.feature_net(), self.real_stats, seed=self.seed, device=device)
         labels = caption_labels([split.captions[i][j] if j < len(split.captions[i]) else '' for i, j in pairs])
         acc = attribute_report(attribute_accuracy(scorer, fake, labels, device=device), labels, len(pairs))

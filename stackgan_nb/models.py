@@ -173,12 +173,13 @@ class Stage2Generator(nn.Module):
         self.upsample3 = up_block(ngf, ngf // 2, norm)
         self.upsample4 = up_block(ngf // 2, ngf // 4, norm)
         self.img = nn.Sequential(conv3x3(ngf // 4, 3), nn.Tanh())
-        self.skip = cfg.stage2_skip == 'stage1'
+        self.skip, self.stage1_in_stage2 = cfg.stage2_skip == 'stage1', cfg.stage1_in_stage2
+        self.train()                                       # official: a new network is in training mode, Stage-I too
 
     def train(self, mode=True):
-        "Switch mode as usual, but the frozen Stage-I stays in eval mode."
+        "Switch mode; the frozen Stage-I follows (`stage1_in_stage2='train'`, official) or stays in eval mode ('eval')."
         super().train(mode)
-        self.STAGE1_G.eval()
+        if self.stage1_in_stage2 == 'eval': self.STAGE1_G.eval()
         return self
 
     def forward(self, text_embedding, noise, sample=True):  # (B, text_dim), (B, z_dim)

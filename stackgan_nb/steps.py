@@ -70,7 +70,7 @@ def g_step(D, opt_g, fake, mu, logvar, cfg: TrainConfig, autocast=nullcontext, s
     if freeze_d: D.requires_grad_(False)
     try:
         with autocast():
-            total, parts = g_loss(D, fake, mu, logvar, loss or cfg.loss, cfg.kl_coef, cond)
+            total, parts = g_loss(D, fake, mu, logvar, loss or cfg.loss, cfg.kl_coef, cond, cfg.g_cond)
         _update(total, opt_g, scaler)
     finally:
         if freeze_d: D.requires_grad_(True)
