@@ -5,10 +5,12 @@
 # %% auto #0
 __all__ = ['LATER_FIELDS', 'STAGE1_G_FIELDS', 'RunConfig', 'gpu_capability', 'amp_choice', 'amp_kind', 'precision',
            'NonFiniteError', 'all_finite', 'read_log', 'plot_losses', 'sample_grid', 'SpeedSettings', 'speed_settings',
-           'experiment_identity', 'update_ema', 'Trainer', 'find_run', 'load_generator', 'train']
+           'experiment_identity', 'stored_identity', 'continue_as_stored', 'update_ema', 'Trainer', 'find_run',
+           'load_generator', 'train']
 
 # %% ../nbs/21_train.ipynb #789bca9f
 import copy
+import dataclasses
 import json
 import math
 import time
@@ -24,7 +26,7 @@ from torchvision.utils import make_grid, save_image
 from tqdm.auto import tqdm
 
 from .checkpoint import CheckpointManager, RunConfigMismatch, check_run_config, rng_state, run_dir, set_rng_state
-from .core import (ModelConfig, Preset, TrainConfig, _Checked, choice, config_dict, config_from_dict, get_device, get_preset,
+from .core import (PRESETS, ModelConfig, Preset, TrainConfig, _Checked, choice, config_dict, config_from_dict, get_device, get_preset,
                              number, override, seed_everything, write_atomic)
 from .data import Batcher, OfficialLoader, load_images, read_cub
 from .distributed import all_gather_object, all_reduce_, barrier, init_distributed, wrap_ddp
@@ -200,7 +202,8 @@ def speed_settings(run: 'RunConfig', device: torch.device, stage: int, train: Tr
                          'batcher', check, tuple(notes), amp_why)
 
 # %% ../nbs/21_train.ipynb #a5f29fb5
-LATER_FIELDS = {'model': ('d_condition', 'stage2_skip'), 'train': ('g_ema',)}  # added after runs existed: left out at defaults
+LATER_FIELDS = {'model': {'d_condition': 'mu', 'stage2_skip': 'none', 'stage1_in_stage2': 'eval'},   # fields added after runs
+                'train': {'g_ema': 0.0, 'g_cond': 'grad'}}                                       # existed: the value they had
 STAGE1_G_FIELDS = ('gf_dim', 'condition_dim', 'z_dim', 'text_dim', 'norm', 'ca_act')  # what builds the Stage-I generator
 
 
@@ -208,10 +211,33 @@ def experiment_identity(stage: int, preset: Preset) -> dict:
     "What makes two runs the same experiment (`train.epochs` may change: training longer continues the run)."
     ident = {'model': config_dict(preset.model), 'train': config_dict(preset.train)}
     ident['train'].pop('epochs')
-    for part, default in (('model', ModelConfig()), ('train', TrainConfig())):
-        for k in LATER_FIELDS[part]:                       # so that runs started before these fields existed still resume
-            if ident[part][k] == getattr(default, k): del ident[part][k]
+    for part, fields in LATER_FIELDS.items():             # a run started before these fields existed had these values:
+        for k, old in fields.items():                      # leaving them out at those values lets such runs resume
+            if ident[part][k] == old: del ident[part][k]
     return {'stage': stage, 'preset': preset.name, **ident}
+
+
+def stored_identity(folder) -> dict | None:
+    "The experiment identity stored in `folder/config.json` (None when there is none, or it cannot be read)."
+    try: return json.loads((Path(folder) / 'config.json').read_text())['config']
+    except (OSError, ValueError, KeyError, TypeError): return None
+
+
+def continue_as_stored(preset: Preset, stored: dict | None, overrides=()) -> tuple[Preset, list[str]]:
+    "(`preset`, notes) with each later field that `stored` lacks set to the value the run was trained with, unless `overrides` set it."
+    named = PRESETS.get(preset.name, Preset(preset.name, ''))
+    asked = {a.partition('=')[0].strip() for a in overrides}
+    changes, notes = {'model': {}, 'train': {}}, []
+    for part, fields in LATER_FIELDS.items():
+        for k, old in fields.items():
+            now = getattr(getattr(preset, part), k)
+            if (stored is not None and k not in stored.get(part, {}) and f'{part}.{k}' not in asked and now != old
+                    and now == getattr(getattr(named, part), k)):
+                changes[part][k] = old                     # the run predates the field: it continues as it was trained
+                notes.append(f'{part}.{k}={old!r}')
+    if not notes: return preset, []
+    return dataclasses.replace(preset, model=dataclasses.replace(preset.model, **changes['model']),
+                               train=dataclasses.replace(preset.train, **changes['train'])), notes
 
 
 @torch.no_grad()
@@ -242,6 +268,8 @@ class Trainer:
         self.speed = speed_settings(config, self.device, stage, tcfg, self.dist.world_size)
         self.run = run_dir(run, runs_root)
         self.folder = self.run / f'stage{stage}'
+        self.preset, self.legacy = continue_as_stored(self.preset, stored_identity(self.folder), overrides)
+        tcfg, mcfg = self.preset.train, self.preset.model
         stage1 = self._stage1_weights() if stage == 2 else None
         self.folder.mkdir(parents=True, exist_ok=True)
         forced = None                                            # a forced new config is stored once the old weights fit
@@ -305,6 +333,7 @@ class Trainer:
         else:
             self.load_state(latest[0])
             self.log(f'Resumed {self.folder} at epoch {self.epoch}, step {self.step} from {latest[1].name}.')
+            if self.legacy: self.log(f'This run was started before some options existed; it continues as it was trained: {", ".join(self.legacy)}.')
         if forced is not None: check_run_config(self.folder, forced, force=True)
 
     # -- setup -------------------------------------------------------------------------------------------------
