@@ -128,7 +128,8 @@ def box_problem(bbox, width: int | None = None, height: int | None = None) -> st
     if x < 0 or y < 0: return 'starts at a negative coordinate'
     if int(w) < 1 or int(h) < 1: return 'is empty (less than 1 pixel wide or high)'
     if int(max(int(w), int(h)) * 0.75) < 1: return 'is too small: the crop half-side int(0.75 max(w, h)) is 0 (needs max(w, h) >= 2)'
-    if width is not None and (x + w > width + 1 or y + h > height + 1): return f'reaches beyond the {width}x{height} image'
+    if width is not None and (x + w > width + 1 or y + h > height + 1):   # (1 px of slack: boxes counted from 1)
+        return f'reaches beyond the {width}x{height} image'
     return None
 
 # %% ../nbs/12_data.ipynb #e5b07e15
