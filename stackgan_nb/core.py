@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['COCO_MODEL', 'TINY_MODEL', 'PRESETS', 'ConfigError', 'choice', 'number', 'ModelConfig', 'TrainConfig', 'Preset',
            'get_preset', 'override', 'config_dict', 'config_from_dict', 'get_device', 'seed_everything', 'temp_path',
-           'write_atomic', 'is_colab']
+           'temp_owner', 'pid_alive', 'remove_dead_temps', 'write_atomic', 'is_colab']
 
 # %% ../nbs/00_core.ipynb #859e9644
 import dataclasses
@@ -191,10 +191,47 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _host() -> str:
+    "This machine's name as it appears in temp names (letters, digits, '_' and '-' only)."
+    import re, socket
+    return re.sub(r'[^A-Za-z0-9_-]', '_', socket.gethostname()) or 'host'
+
+
 def temp_path(path) -> Path:
-    "A temporary name beside `path` that no other writer uses (same folder: a rename across file systems, /content -> Drive, fails)."
+    "A temporary name beside `path` that no other writer uses: `.NAME.HOST-PID-RANDOM.tmp` (same folder: a rename across file systems, /content -> Drive, fails)."
     path = Path(path)
-    return path.with_name(f'.{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp')
+    return path.with_name(f'.{path.name}.{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp')
+
+
+def temp_owner(path) -> tuple[str, int] | None:
+    "(host, pid) of the process that made temp file `path` with `temp_path`; None for any other name."
+    import re
+    m = re.fullmatch(r'\..+\.([A-Za-z0-9_-]+)-(\d+)-[0-9a-f]{8}\.tmp', Path(path).name)
+    return (m[1], int(m[2])) if m else None
+
+
+def pid_alive(pid: int) -> bool:
+    "Whether process `pid` runs on this machine (True when that cannot be told, e.g. on Windows)."
+    if os.name == 'nt': return True              # os.kill(pid, 0) would terminate it there
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except (PermissionError, OverflowError): return True    # another user's process (or a nonsense pid): keep
+    return True
+
+
+def remove_dead_temps(folder) -> list[Path]:
+    "Delete the `temp_path` files in `folder` whose writer was a process of this machine that no longer runs; returns them."
+    host, removed = _host(), []
+    try: names = os.listdir(folder)
+    except OSError: return removed
+    for name in names:
+        owner = temp_owner(name)
+        if owner is None or owner[0] != host or owner[1] == os.getpid() or pid_alive(owner[1]): continue   # unknown, elsewhere or alive
+        p = Path(folder) / name
+        try: p.unlink()
+        except OSError: continue                 # gone already (another cleaner) or not ours to delete
+        removed.append(p)
+    return removed
 
 
 def write_atomic(path, data) -> Path:

@@ -160,9 +160,10 @@ def test_all_corrupt_returns_none_with_a_report(tmp_path):
     res, msgs = latest_warned(m)
     assert res is None
     assert 'No usable checkpoint' in msgs[-1] and all(p.name in msgs[-1] for p in (a, b, c))
-    # a fresh start still works and the damaged files stay until `keep` new checkpoints exist
-    m.save({'step': 0}, 0)
-    assert m.latest()[0] == {'step': 0} and len(m.list()) == 4
+    # the damaged files are moved aside (evidence, never deleted), and a fresh start works and does not reuse their names
+    assert m.list() == [] and sorted(p.name for p in (tmp_path / 'damaged').glob('*.pt')) == [a.name, b.name, c.name]
+    new = m.save({'step': 0}, 0)
+    assert m.latest()[0] == {'step': 0} and m.list() == [new] and new.name == 'ckpt-000004-step000000000.pt'
 
 
 def test_load_refuses_pickled_code_even_with_a_valid_hash(tmp_path):
@@ -275,15 +276,114 @@ def test_keeps_the_last_k(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [p.name for p in m.list()]
 
 
-def test_damaged_files_do_not_count_toward_k(tmp_path):
+@pytest.mark.parametrize('damage', ['truncated', 'flipped byte, full size'])
+def test_damaged_files_do_not_count_toward_k(tmp_path, damage):
+    "A file damaged by a bad sync (cut short, or its full size with a changed byte) neither counts nor is deleted."
     m = CheckpointManager(tmp_path, keep=2)
-    for step in (1, 2): m.save({'step': step}, step)
+    for step in (1, 2): m.save({'step': step, 'w': torch.arange(100.)}, step)
     second = m.list()[-1]
-    second.write_bytes(second.read_bytes()[:-10])  # damaged by a bad sync
-    m.save({'step': 3}, 3)
-    assert len(m.list()) == 3  # the damaged one does not count: 1 and 3 are the two whole ones
+    data = bytearray(second.read_bytes())
+    if damage == 'truncated': data = data[:-10]
+    else: data[-50] ^= 0x10
+    second.write_bytes(bytes(data))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        m.save({'step': 3}, 3)
+    assert [read_header(p)['step'] for p in m.list()] == [1, 3]  # the good older one survives; 1 and 3 are the two whole ones
+    aside = tmp_path / 'damaged' / second.name
+    assert aside.read_bytes() == bytes(data)                      # moved aside as evidence, byte for byte
+    why = (tmp_path / 'damaged' / (second.name + '.why.txt')).read_text()
+    assert ('truncated' if damage == 'truncated' else 'hash mismatch') in why
+    assert any(second.name in str(w.message) and 'moved to' in str(w.message) for w in caught)
     m.save({'step': 4}, 4)
-    assert [read_header(p)['step'] for p in m.list()] == [3, 4]
+    assert [read_header(p)['step'] for p in m.list()] == [3, 4] and aside.exists()
+
+
+def test_prune_hashes_each_file_once_per_process(tmp_path, monkeypatch):
+    "Verifying whole files costs a read; a file this process wrote or checked is not read again while it is unchanged."
+    import stackgan_nb.checkpoint as ck
+    m = CheckpointManager(tmp_path, keep=3)
+    for step in (1, 2, 3): m.save({'w': torch.ones(10)}, step)
+    calls, real = [], ck.verify_checkpoint
+    monkeypatch.setattr(ck, 'verify_checkpoint', lambda p: calls.append(p.name) or real(p))   # counts, then the real check
+    m.save({'w': torch.ones(10)}, 4)
+    assert calls == []                                            # all written by this manager
+    fresh = CheckpointManager(tmp_path, keep=3)                   # a resumed process: checks each older file once
+    fresh.save({'w': torch.ones(10)}, 5)
+    fresh.save({'w': torch.ones(10)}, 6)
+    assert sorted(calls) == ['ckpt-000003-step000000003.pt', 'ckpt-000004-step000000004.pt']
+
+
+def _write_unchecked(m, state, step):
+    "A checkpoint written by the real writer but without `check_state` (what an older version, or another tool, could leave)."
+    from stackgan_nb.checkpoint import _write_payload
+    from stackgan_nb.core import write_atomic
+    seq = m._next_seq()
+    path = m.run / f'{m.prefix}-{seq:06d}-step{step:09d}.pt'
+    write_atomic(path, lambda f: _write_payload(f, state, {'step': step, 'seq': seq}))
+    return path
+
+
+def test_rollback_walks_back_past_non_finite_checkpoints(tmp_path):
+    from stackgan_nb.checkpoint import check_finite, verify_checkpoint
+    m = CheckpointManager(tmp_path, keep=5)
+    good = m.save({'G': {'w': torch.ones(3)}, 'lr_scale': 1.0}, 10)
+    bad1 = _write_unchecked(m, {'G': {'w': torch.tensor([1., float('nan'), 2.])}, 'lr_scale': 1.0}, 20)
+    bad2 = _write_unchecked(m, {'G': {'w': torch.ones(3)}, 'lr_scale': float('inf')}, 30)
+    verify_checkpoint(bad1); verify_checkpoint(bad2)               # their hashes are valid: only their contents are bad
+    assert m.latest()[1] == bad2                                  # without a check: the newest that loads
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        state, path = m.latest(check=check_finite)
+    msgs = [str(w.message) for w in caught if issubclass(w.category, CheckpointWarning)]
+    assert path == good and torch.equal(state['G']['w'], torch.ones(3))
+    assert any(bad2.name in x and "state['lr_scale'] holds NaN or inf" in x for x in msgs)
+    assert any(bad1.name in x and "state['G']['w'] holds NaN or inf" in x for x in msgs)
+    assert m.list() == [good] and (tmp_path / 'damaged' / bad1.name).exists() and (tmp_path / 'damaged' / bad2.name).exists()
+    assert m.latest(check=check_finite)[1] == good                # the next rollback goes straight there
+
+
+def test_a_file_that_verifies_but_cannot_be_loaded_here_stays(tmp_path):
+    "Not the file's fault (a device this machine lacks, another torch): skipped with a warning, not moved aside."
+    m = CheckpointManager(tmp_path)
+    path = m.save({'w': torch.ones(2)}, 1)
+    def no_such_device(storage, location): raise RuntimeError('no such device on this machine')
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter('always')
+        assert m.latest(map_location=no_such_device) is None
+    assert any('no such device on this machine' in str(w.message) for w in caught)
+    assert m.list() == [path] and not (tmp_path / 'damaged').exists()
+    assert torch.equal(m.latest()[0]['w'], torch.ones(2))
+
+
+def test_missing_key_is_a_named_error(tmp_path):
+    from stackgan_nb.checkpoint import CorruptCheckpoint, IncompleteCheckpoint, require_keys
+    m = CheckpointManager(tmp_path)
+    m.save({'G': {'w': torch.ones(1)}, 'config': {'train': {}}, 'step': 3}, 3)
+    state, path = m.latest()
+    assert require_keys(state, ['G', 'config.train', 'step'], path) is state
+    with pytest.raises(IncompleteCheckpoint) as e:
+        require_keys(state, ['G', 'D', 'opt_G', 'config.model'], path)
+    assert isinstance(e.value, CorruptCheckpoint) and e.value.missing == ['D', 'opt_G', 'config.model']
+    assert str(path) in str(e.value) and 'lacks D, opt_G, config.model' in str(e.value) and 'it holds: G, config, step' in str(e.value)
+
+
+def test_a_live_writers_temp_file_is_kept_and_a_dead_ones_removed(tmp_path):
+    "Two trainers on one folder: the second one's save must not delete the first one's file while it is being written."
+    m = CheckpointManager(tmp_path)
+    m.save({'step': 1}, 1)
+    code = (f'import sys; from stackgan_nb.core import temp_path; p = temp_path({str(tmp_path / "ckpt-000002-step000000002.pt")!r}); '
+            'p.write_bytes(b"half a checkpoint"); print(p, flush=True); sys.stdin.read()')
+    writer = subprocess.Popen([sys.executable, '-c', code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        tmp = Path(writer.stdout.readline().strip())
+        assert tmp.exists() and f'-{writer.pid}-' in tmp.name
+        m.save({'step': 2}, 2)                                    # prunes: the live writer's temp file stays
+        assert tmp.read_bytes() == b'half a checkpoint'
+    finally:
+        writer.stdin.close(); writer.wait(30)
+    m.save({'step': 3}, 3)                                        # its writer has exited: a leftover now
+    assert not tmp.exists()
 
 
 def test_order_is_by_save_not_by_step(tmp_path):

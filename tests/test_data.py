@@ -233,3 +233,152 @@ def test_benchmark_smoke():
                          capture_output=True, text=True, timeout=300, cwd=REPO)
     assert out.returncode == 0, out.stderr
     assert '| ours: uint8 cache + Batcher | 64 |' in out.stdout and '| official PIL + DataLoader | 256 |' in out.stdout
+
+
+# ---------------------------------------------------------------- issue 18: data validated at the door
+
+def png16(path, rgb16):
+    "A real 16-bit RGB PNG (PIL cannot write one): rows of big-endian samples, zlib, CRCs."
+    import struct
+    import zlib
+    h, w, _ = rgb16.shape
+    raw = b''.join(b'\0' + rgb16[y].astype('>u2').tobytes() for y in range(h))
+    def chunk(t, d): return struct.pack('>I', len(d)) + t + d + struct.pack('>I', zlib.crc32(t + d) & 0xffffffff)
+    path.write_bytes(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', w, h, 16, 2, 0, 0, 0)) +
+                     chunk(b'IDAT', zlib.compress(raw)) + chunk(b'IEND', b''))
+
+
+def test_deep_and_transparent_images_are_scaled_not_clipped(copy):
+    "16-bit PNG, float and 32-bit TIFF, transparency: real files under the image's .jpg name (PIL reads the content)."
+    split = read_cub(copy)
+    writers = {
+        0: lambda p, W, H: Image.fromarray(np.full((H, W), 32768, np.uint16)).save(p, format='PNG'),        # I;16 gray
+        1: lambda p, W, H: Image.fromarray(np.full((H, W), 0.5, np.float32), 'F').save(p, format='TIFF'),   # float 0..1
+        2: lambda p, W, H: Image.fromarray(np.full((H, W), 2**30, np.int32), 'I').save(p, format='TIFF'),   # 32-bit
+        3: lambda p, W, H: png16(p, np.tile(np.array([65535, 32768, 0], np.uint16), (H, W, 1))),             # RGB 16-bit
+        4: lambda p, W, H: Image.new('RGBA', (W, H), (0, 0, 0, 0)).save(p, format='PNG'),                    # transparent
+    }
+    for i, write in writers.items():
+        write(split.image_paths[i], *Image.open(split.image_paths[i]).size)
+    imgs = load_images(read_cub(copy), 76, copy / 'cache', progress=False)
+    assert imgs.dtype == np.uint8
+    assert (imgs[0] == 128).all()                                # 32768 / 65535 of white, not clipped to 255
+    assert (imgs[1] == 128).all()                                # 0.5 of white, not 0 or 1
+    assert (np.abs(imgs[2].astype(int) - 64) <= 1).all()          # 2**30 of a 32-bit range: a quarter
+    assert (imgs[3][0] == 255).all() and (imgs[3][1] == 128).all() and (imgs[3][2] == 0).all()
+    assert (imgs[4] == 255).all()                                # transparent over white, not black
+
+
+@pytest.mark.parametrize('value,words', [(float('nan'), 'the F pixels hold NaN or inf'), (float('inf'), 'the F pixels hold NaN or inf'),
+                                         (70000.0, 'float pixels up to 70000'), (-3.0, 'F pixels down to -3')])
+def test_deep_images_that_cannot_be_scaled_are_named(copy, value, words):
+    split = read_cub(copy)
+    a = np.full((40, 50), 0.5, np.float32)
+    a[3, 4] = value
+    Image.fromarray(a, 'F').save(split.image_paths[6], format='TIFF')
+    with pytest.raises(DataError, match=f'{split.image_paths[6].name}: .*{words}'):
+        build_cache(read_cub(copy), copy / 'cache', sizes=(76,), progress=False)
+
+
+def _set_box(root, image_index, text):
+    "Replace the box of the `image_index`-th image of the train split in bounding_boxes.txt; returns (line number, key)."
+    split = read_cub(root)
+    key = split.filenames[image_index]
+    ids = {line.split()[1][:-4]: line.split()[0] for line in (root / 'CUB_200_2011/images.txt').read_text().splitlines()}
+    path = root / 'CUB_200_2011/bounding_boxes.txt'
+    lines = path.read_text().splitlines()
+    n = next(i for i, line in enumerate(lines) if line.split()[0] == ids[key])
+    lines[n] = f'{ids[key]} {text}'
+    path.write_text('\n'.join(lines) + '\n')
+    return n + 1, key
+
+
+@pytest.mark.parametrize('box,why', [('10 10 0 0', 'is empty'), ('10 10 0.5 40', 'is empty'), ('-5 3 40 40', 'negative'),
+                                     ('nan 3 40 40', 'NaN or inf'), ('3 3 inf 40', 'NaN or inf'),
+                                     ('3 3 1 1', 'too small'), ('3 3 abc 40', 'not a number')])
+def test_impossible_boxes_are_refused_with_file_and_line(copy, box, why):
+    line, key = _set_box(copy, 4, box)
+    with pytest.raises(DataError) as e:
+        read_cub(copy)
+    msg = str(e.value)
+    assert 'bounding_boxes.txt' in msg and f'line {line} ' in msg and key in msg and why in msg
+
+
+@pytest.mark.parametrize('case', ['1x1 image', 'box outside', 'box beyond the edge'])
+def test_box_that_does_not_fit_its_image_is_named(copy, case):
+    split = read_cub(copy)
+    path = split.image_paths[7]
+    if case == '1x1 image': Image.new('RGB', (1, 1), (200, 10, 10)).save(path, format='JPEG')
+    line, _ = _set_box(copy, 7, {'1x1 image': '3 4 30 30', 'box outside': '5000 10 30 30', 'box beyond the edge': '10 10 500 20'}[case])
+    split = read_cub(copy)
+    for attempt in (lambda: build_cache(split, copy / 'cache', sizes=(76,), progress=False),
+                    lambda: OfficialCUBDataset(split, 64)[7]):
+        with pytest.raises(DataError) as e:
+            attempt()
+        msg = str(e.value)
+        assert str(path) in msg and f'bounding_boxes.txt, line {line}' in msg and 'reaches beyond' in msg
+    assert not list((copy / 'cache').glob('*.npy*'))
+
+
+def _damage(root, name, obj):
+    write_pickle(obj, root / 'birds/train' / name)
+    return root / 'birds/train' / name
+
+
+@pytest.mark.parametrize('name,make,words', [
+    ('char-CNN-RNN-embeddings.pickle', lambda s: [[['a'] * 4] * 10] * len(s), 'holds <U1 values, not caption embeddings'),
+    ('char-CNN-RNN-embeddings.pickle', lambda s: {'emb': 1}, 'holds dict, not caption embeddings'),
+    ('char-CNN-RNN-embeddings.pickle', lambda s: [[1.0, 2.0], [3.0]] * len(s), 'does not hold caption embeddings'),
+    ('char-CNN-RNN-embeddings.pickle', lambda s: np.where(np.arange(len(s))[:, None, None] == 5, np.nan, s.embeddings),
+     'embeddings of 1 images hold NaN or inf, first row 5'),
+    ('class_info.pickle', lambda s: [float(c) + 0.5 for c in s.class_ids], 'holds float64 values, not class ids'),
+    ('class_info.pickle', lambda s: np.asarray(s.class_ids).reshape(-1, 1), 'shape (30, 1): expected a flat list'),
+    ('class_info.pickle', lambda s: [-2**62] + list(s.class_ids[1:]), 'class id -4611686018427387904 of row 0'),
+    ('class_info.pickle', lambda s: [True] * len(s), 'holds bool values'),
+    ('filenames.pickle', lambda s: s.filenames[:-1] + [s.filenames[3]], 'lists 1 images twice'),
+    ('filenames.pickle', lambda s: s.filenames[:-1] + ['../../../etc/passwd'], 'leave the images folder'),
+])
+def test_wrong_metadata_is_named(copy, name, make, words):
+    split = read_cub(copy)
+    path = _damage(copy, name, make(split))
+    with pytest.raises(DataError) as e:
+        read_cub(copy)
+    assert str(path) in str(e.value) and words in str(e.value), str(e.value)
+    if name == 'char-CNN-RNN-embeddings.pickle' and 'NaN' in words:
+        assert split.filenames[5] in str(e.value)
+
+
+def test_cli_reports_wrong_metadata_in_one_line(copy, tmp_path):
+    "A dict where the embeddings should be: `stackgan train` prints one line and exits 2 (it was a traceback)."
+    _damage(copy, 'char-CNN-RNN-embeddings.pickle', {'not': 'an array'})
+    exe = Path(sys.executable).parent / 'stackgan'
+    r = subprocess.run([str(exe), 'train', '--data', str(copy), '--run', 'x', '--runs-root', str(tmp_path / 'runs'), '--device',
+                        'cpu', '-q'], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and 'Traceback' not in r.stderr, r.stderr[-2000:]
+    assert r.stderr.startswith('stackgan: error: ') and 'char-CNN-RNN-embeddings.pickle holds dict' in r.stderr
+
+
+def _temp_in_child(target, wait: bool):
+    "A real second process that makes a temp file for `target` with `core.temp_path`; it exits at once or waits for stdin."
+    code = (f'import sys; from stackgan_nb.core import temp_path; p = temp_path({str(target)!r}); p.write_bytes(b"x" * 1000); '
+            f'print(p, flush=True); {"sys.stdin.read()" if wait else ""}')
+    child = subprocess.Popen([sys.executable, '-c', code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    return child, Path(child.stdout.readline().strip())
+
+
+def test_temp_files_of_dead_builders_are_removed_and_live_ones_kept(world, tmp_path):
+    split, cache = read_cub(world), tmp_path / 'cache'
+    cache.mkdir()
+    dead, dead_tmp = _temp_in_child(cache_paths(cache, 'train', 76)[0], wait=False)
+    dead.wait(30)                                                  # its writer is gone: a killed build's leftover
+    live, live_tmp = _temp_in_child(cache_paths(cache, 'train', 304)[0], wait=True)   # another build still writing
+    elsewhere = cache / '.train_76.npy.some-other-machine-4242-0123abcd.tmp'          # a writer on another host (Drive)
+    elsewhere.write_bytes(b'x')
+    try:
+        assert dead_tmp.exists() and live_tmp.exists() and str(dead.pid) in dead_tmp.name
+        build_cache(split, cache, sizes=(76,), progress=False)
+        assert not dead_tmp.exists() and live_tmp.exists() and elsewhere.exists()
+    finally:
+        live.stdin.close(); live.wait(30)
+    build_cache(split, cache, sizes=(76,), progress=False)         # now its writer is gone too
+    assert not live_tmp.exists() and elsewhere.exists()

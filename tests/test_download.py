@@ -19,12 +19,16 @@ def home(tmp_path, monkeypatch):
     monkeypatch.setenv('HOME', str(tmp_path / 'home'))
 
 
-def tgz(entries) -> bytes:
+def tgz(entries, mode='w:gz') -> bytes:
+    "A tar from (name, bytes | None (a folder) | ('sym'|'hard', target)) entries."
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode='w:gz') as t:
+    with tarfile.open(fileobj=buf, mode=mode) as t:
         for name, data in entries:
             ti = tarfile.TarInfo(name)
-            if isinstance(data, tuple):
+            if data is None:
+                ti.type = tarfile.DIRTYPE
+                t.addfile(ti)
+            elif isinstance(data, tuple):
                 ti.type, ti.linkname = (tarfile.SYMTYPE if data[0] == 'sym' else tarfile.LNKTYPE), data[1]
                 t.addfile(ti)
             else:
@@ -33,9 +37,9 @@ def tgz(entries) -> bytes:
     return buf.getvalue()
 
 
-def zipped(entries) -> bytes:
+def zipped(entries, compression=zipfile.ZIP_STORED) -> bytes:
     buf = io.BytesIO()
-    with zipfile.ZipFile(buf, 'w') as z:
+    with zipfile.ZipFile(buf, 'w', compression) as z:
         for name, data in entries: z.writestr(name, data)
     return buf.getvalue()
 
@@ -146,7 +150,7 @@ def test_safe_extract_refuses_escapes(tmp_path, entries, why):
     (tmp_path / 'a.tgz').write_bytes(tgz(entries))
     with pytest.raises(UnsafeArchiveError, match=why):
         safe_extract(tmp_path / 'a.tgz', tmp_path / 'out')
-    assert not any((tmp_path / 'out').iterdir())                  # checked before anything is written
+    assert not (tmp_path / 'out').exists()                        # checked before anything (even the folder) is written
     assert not [p for p in tmp_path.parent.rglob('evil')]
 
 
@@ -187,3 +191,108 @@ def test_unexpected_layout_is_explained(tmp_path):
 def test_download_main_unknown_name(tmp_path):
     with pytest.raises(DownloadError, match="Unknown download 'weights'"):
         download_main(str(tmp_path), ['weights'])
+
+
+# ---------------------------------------------------------------- issue 18: archives and checksums
+
+def test_link_chain_refused_before_anything_is_written(tmp_path):
+    "'b' -> '.' is harmless alone, but 'a' -> 'b/../x' then leads out; the whole archive is refused, 'b' is not left behind."
+    (tmp_path / 'a.tgz').write_bytes(tgz([('b', ('sym', '.')), ('ok.txt', b'x'), ('a', ('sym', 'b/../x'))]))
+    with pytest.raises(UnsafeArchiveError, match="member 'a' is a link to b/../x, outside the folder"):
+        safe_extract(tmp_path / 'a.tgz', tmp_path / 'out')
+    assert not (tmp_path / 'out').exists() and not os.path.lexists(tmp_path / 'out' / 'b')
+
+
+def test_links_inside_the_folder_still_unpack(tmp_path):
+    (tmp_path / 'a.tgz').write_bytes(tgz([('d', None), ('d/f', b'1'), ('l', ('sym', 'd/f')), ('h', ('hard', 'd/f')),
+                                          ('e', ('sym', 'd')), ('e/g', b'2')]))
+    safe_extract(tmp_path / 'a.tgz', tmp_path / 'out')
+    out = tmp_path / 'out'
+    assert (out / 'l').read_bytes() == b'1' and (out / 'h').read_bytes() == b'1' and (out / 'd' / 'g').read_bytes() == b'2'
+
+
+@pytest.mark.parametrize('kind', ['tgz', 'tar', 'zip'])
+def test_truncated_or_damaged_archive_is_a_download_error(tmp_path, kind):
+    files = [(f'd/f{i}', os.urandom(20_000)) for i in range(6)]
+    data = tgz(files, 'w:gz' if kind == 'tgz' else 'w') if kind != 'zip' else zipped(files)
+    if kind == 'zip':                                             # a changed byte inside the 4th member: its CRC fails
+        data = bytearray(data); data[data.index(files[3][1][:100]) + 50] ^= 0xFF; data = bytes(data)
+    else: data = data[:len(data) // 2]
+    (tmp_path / f'a.{kind}').write_bytes(data)
+    (tmp_path / 'out').mkdir(); (tmp_path / 'out' / 'mine.txt').write_text('already here')
+    with pytest.raises(DownloadError, match='truncated or damaged|damaged: delete it') as e:
+        safe_extract(tmp_path / f'a.{kind}', tmp_path / 'out')
+    assert f'a.{kind}' in str(e.value) and 'download it again' in str(e.value)
+    assert sorted(p.name for p in (tmp_path / 'out').rglob('*')) == ['mine.txt']   # what it had unpacked is gone again
+
+
+@pytest.mark.parametrize('entries,existing,words', [
+    ([('a', b'x'), ('a/b', b'y')], None, "'a' is a file in the archive, but 'a/b' needs it to be a folder"),
+    ([('birds/x', b'1')], 'birds', 'needs'),
+    ([('birds', b'1')], 'birds/', 'is a file in the archive, but'),
+])
+def test_file_folder_clash_is_refused_before_writing(tmp_path, entries, existing, words):
+    out = tmp_path / 'out'
+    out.mkdir()
+    if existing == 'birds': (out / 'birds').write_text('a file where a folder goes')
+    elif existing == 'birds/': (out / 'birds').mkdir()
+    before = sorted(p.name for p in out.rglob('*'))
+    for name, data in (('a.zip', zipped(entries)), ('a.tgz', tgz(entries))):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(DownloadError, match=words):
+            safe_extract(tmp_path / name, out)
+        assert sorted(p.name for p in out.rglob('*')) == before
+
+
+def test_unpacked_size_is_limited(tmp_path):
+    bomb = zipped([('birds/zeros.bin', b'\0' * 80_000_000)], zipfile.ZIP_DEFLATED)   # 80 MB in about 80 KB
+    (tmp_path / 'bomb.zip').write_bytes(bomb)
+    with pytest.raises(UnsafeArchiveError, match=r'add up to 80.0 MB, more than the limit of 67.1 MB \(8 x the archive'):
+        safe_extract(tmp_path / 'bomb.zip', tmp_path / 'out')
+    assert not (tmp_path / 'out').exists()
+    small = tgz([('d/f', b'x' * 5000)])
+    (tmp_path / 'small.tgz').write_bytes(small)
+    with pytest.raises(UnsafeArchiveError, match='more than the limit of 4,000 bytes'):
+        safe_extract(tmp_path / 'small.tgz', tmp_path / 'out', max_bytes=4000)
+    with LocalServer({'birds.zip': BIRDS_ZIP}) as srv:            # through the registry: FileSpec.max_unpacked
+        spec = dataclasses.replace(BIRDS, url=f'{srv.url}/files/birds.zip', drive_id=None, max_unpacked=5)   # it holds 6 bytes
+        with pytest.raises(UnsafeArchiveError, match='add up to 6 bytes, more than the limit of 5 bytes'):
+            download_cub(tmp_path / 'data', what=['birds'], specs=[spec], quiet=True)
+    assert not (tmp_path / 'data' / 'birds').exists()
+
+
+def test_size_and_sha256_in_the_registry_are_verified(tmp_path, server):
+    good = dict(url=f'{server.url}/files/big.bin', sha256=hashlib.sha256(BIG).hexdigest(), nbytes=len(BIG))
+    assert fetch(FileSpec('big', 'big.bin', **good), tmp_path / 'a', quiet=True).read_bytes() == BIG
+    for wrong, words in ((dict(sha256='0' * 64), 'has SHA256'), (dict(nbytes=len(BIG) + 1), f'has {len(BIG):,} bytes, expected')):
+        with pytest.raises(DownloadError, match=words):
+            fetch(FileSpec('big', 'big.bin', **{**good, **wrong}), tmp_path / 'b', quiet=True)
+        assert not (tmp_path / 'b' / 'big.bin').exists()
+
+
+def test_no_published_hash_pins_the_first_download(tmp_path):
+    "Trust on first use: the first copy's SHA-256 is recorded beside it; a later different file is refused."
+    first, other = os.urandom(3000), os.urandom(3000)
+    with LocalServer({'x.bin': first}) as srv:
+        spec = FileSpec('x', 'x.bin', 'a file without a published checksum', url=f'{srv.url}/files/x.bin')
+        path = fetch(spec, tmp_path, quiet=True)
+        pinned = tmp_path / 'x.bin.sha256'
+        assert pinned.read_text() == f'{hashlib.sha256(first).hexdigest()}  x.bin\n'   # `sha256sum -c` format
+        assert fetch(spec, tmp_path, quiet=True) == path          # the same file again: fine
+        path.unlink()                                             # deleted to save space, then fetched again ...
+        srv.files['x.bin'] = other                                # ... but the server now sends other bytes
+        with pytest.raises(DownloadError, match='but the first copy downloaded here had') as e:
+            fetch(spec, tmp_path, quiet=True)
+        assert hashlib.sha256(first).hexdigest() in str(e.value) and str(pinned) in str(e.value)
+        assert not path.exists() and not list(tmp_path.glob('*.download'))
+        path.write_bytes(other)                                   # or replaced on disk by hand
+        with pytest.raises(DownloadError, match='already there but has SHA-256'):
+            fetch(spec, tmp_path, quiet=True)
+        pinned.unlink()                                           # the user decides to trust the new file
+        assert fetch(spec, tmp_path, quiet=True).read_bytes() == other and hashlib.sha256(other).hexdigest() in pinned.read_text()
+
+
+def test_registry_carries_only_published_checksums():
+    "CUB's MD5 is published by Caltech; the Drive files have none (they are pinned on first download, not invented)."
+    from stackgan_nb.download import REGISTRY
+    assert {n: (s.md5, s.sha256) for n, s in REGISTRY.items() if s.md5 or s.sha256} == {'cub': ('97eceeb196236b17998738112f37df78', None)}
