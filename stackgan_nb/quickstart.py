@@ -27,7 +27,7 @@ WORLD = dict(n_species=80, images_per_species=15)             # 1,200 birds; 20 
 CHOICES = ['model.ca_act=leaky_relu', 'model.d_condition=text', 'model.stage2_skip=stage1', 'train.captions_per_sample=4']
 MODEL = ['model.gf_dim=16', 'model.df_dim=16', 'model.condition_dim=32', 'model.z_dim=32', 'model.r_num=1']
 RECIPE = ['train.batch_size=32', 'train.g_lr=0.001', 'train.d_lr=0.001', 'train.lr_decay_every=0', 'train.g_ema=0.99']
-STAGE2 = ['train.g_lr=0.00005']                                # Stage-II corrects Stage-I's bird in small steps
+STAGE2 = ['train.g_lr=0.00005', 'model.stage1_in_stage2=eval']  # Stage-II corrects Stage-I's bird in small steps
 EPOCHS = (100, 2)                                              # Stage-I, Stage-II
 SMOKE_MODEL = ['model.gf_dim=4', 'model.df_dim=4', 'model.condition_dim=4', 'model.z_dim=8', 'model.r_num=1', 'train.batch_size=8']
 
