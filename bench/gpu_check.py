@@ -61,17 +61,17 @@ def sec_env(args):
         except Exception as e: info['nvidia_smi'] = repr(e)
     for stage in (1, 2): info[f'speed_stage{stage}'] = speed_settings(RunConfig(), dev, stage, TrainConfig()).describe()
     say(json.dumps(info, indent=1))
-    return info
+    return {'ok': True, **info}
 
 
 def sec_speed(args):
     sys.path.insert(0, str(ROOT / 'bench'))
     import train_speed
     argv = ['--json', str(args.out / 'speed.json'), '--profile', '--device', args.device]
-    argv += (['--smoke'] if args.cpu else ['--seconds', '4', '--warmup', '10', '--numerics', '20'])
+    argv += (['--smoke'] if args.cpu else ['--seconds', '3', '--warmup', '8', '--numerics', '10'])
     rc = train_speed.main(argv)
     res = json.loads((args.out / 'speed.json').read_text())
-    return {'rc': rc, 'rows': [{k: r[k] for k in ('stage', 'mode', 'img_s', 'ms_step', 'data_img_s', 'tflop_s', 'peak_gib')} for r in res['rows']]}
+    return {'ok': rc == 0, 'rc': rc, 'rows': [{k: r[k] for k in ('stage', 'mode', 'img_s', 'ms_step', 'data_img_s', 'tflop_s', 'peak_gib')} for r in res['rows']]}
 
 
 def _world(args, name='world', **kw):
@@ -200,7 +200,7 @@ def sec_resume(args):
     import random
     import torch
     from stackgan_nb.checkpoint import CheckpointManager
-    data, steps = _world(args, 'resume-world'), 300 if not args.cpu else 40
+    data, steps = _world(args, 'resume-world'), 2000 if not args.cpu else 40
 
     def start(runs):
         return subprocess.Popen([sys.executable, '-c', RESUME, str(data), str(runs), args.device, str(steps), *_small(args)],
