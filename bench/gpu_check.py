@@ -32,7 +32,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SECTIONS = {  # name: seconds allowed (the GPU budget of the whole run is --budget)
-    'env': 30, 'speed': 200, 'paths': 100, 'nan': 45, 'quickstart': 150, 'cli': 60, 'resume': 90, 'notebook': 60,
+    'env': 30, 'speed': 190, 'paths': 130, 'nan': 45, 'quickstart': 150, 'cli': 60, 'resume': 90, 'notebook': 60,
     'compile': 150, 'torchrun': 60}
 
 

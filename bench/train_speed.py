@@ -54,16 +54,34 @@ def device_name(device) -> str:
 
 
 def make_data(root: Path, smoke: bool, images: int) -> Path:
-    "A synthetic CUB; for full runs its training list is repeated to `images` entries (epochs as long as CUB's)."
+    "A synthetic CUB; for full runs with `images` training entries (epochs as long as CUB's), repeats under new names."
     if smoke: return make_synthetic_cub(root, n_species=4, images_per_species=8, image_size=96, progress=False)
     make_synthetic_cub(root, n_species=30, images_per_species=40, image_size=500, progress=False)
     split = read_cub(root, 'train')
-    if images > len(split):
-        reps, meta = math.ceil(images / len(split)), root / 'birds' / 'train'
-        write_pickle((split.filenames * reps)[:images], meta / 'filenames.pickle')
-        write_pickle(np.concatenate([split.embeddings] * reps)[:images], meta / 'char-CNN-RNN-embeddings.pickle')
-        write_pickle([int(c) for c in np.concatenate([split.class_ids] * reps)[:images]], meta / 'class_info.pickle')
+    if images > len(split): repeat_training_images(root, split, images)
     return root
+
+
+def repeat_training_images(root: Path, split, images: int) -> None:
+    "Extend the training split to `images` entries with copies of its images under new names (hard links), as CUB lists them."
+    cub, birds = root / 'CUB_200_2011', root / 'birds'
+    lines = {n: (cub / f'{n}.txt').read_text().splitlines() for n in ('images', 'bounding_boxes', 'image_class_labels', 'train_test_split')}
+    ids = {line.split()[1][:-len('.jpg')]: line.split()[0] for line in lines['images']}
+    rows = {line.split()[0]: line.split(maxsplit=1)[1] for line in lines['bounding_boxes']}
+    keys, next_id = list(split.filenames), max(int(i) for i in ids.values()) + 1
+    for n in range(images - len(split)):
+        key = split.filenames[n % len(split)]
+        new = f'{key}_copy{n // len(split) + 1}'
+        os.link(cub / 'images' / f'{key}.jpg', cub / 'images' / f'{new}.jpg')
+        (birds / 'text_c10' / f'{new}.txt').write_bytes((birds / 'text_c10' / f'{key}.txt').read_bytes())
+        lines['images'].append(f'{next_id} {new}.jpg'); lines['bounding_boxes'].append(f'{next_id} {rows[ids[key]]}')
+        lines['image_class_labels'].append(f'{next_id} {split.class_ids[n % len(split)]}'); lines['train_test_split'].append(f'{next_id} 1')
+        keys.append(new); next_id += 1
+    for name, ls in lines.items(): (cub / f'{name}.txt').write_text('\n'.join(ls) + '\n')
+    reps = math.ceil(images / len(split))
+    write_pickle(keys, birds / 'train' / 'filenames.pickle')
+    write_pickle(np.concatenate([split.embeddings] * reps)[:images], birds / 'train' / 'char-CNN-RNN-embeddings.pickle')
+    write_pickle([int(c) for c in np.concatenate([split.class_ids] * reps)[:images]], birds / 'train' / 'class_info.pickle')
 
 
 def make_trainer(data, stage, mode, args, device, run=None, **options) -> Trainer:

@@ -241,12 +241,12 @@ def pairwise_diversity(samples: torch.Tensor, size: int = 64, feature_net: nn.Mo
     if K < 2: raise ValueError('pairwise_diversity needs at least 2 samples per caption.')
     flat = x.flatten(0, 1).float()                         # (C*K, 3, H, W)
     if feature_net is not None:
-        with evaluating(feature_net): v = feature_net(flat.to(device_of(feature_net))).double().cpu().view(C, K, -1)
+        with evaluating(feature_net): v = feature_net(flat.to(device_of(feature_net))).double().cpu().reshape(C, K, -1)
         d = torch.cdist(v, v)                              # (C, K, K) Euclidean
     else:
         if flat.shape[-2:] != (size, size):
             flat = F.interpolate(flat, size=(size, size), mode='bilinear', align_corners=False, antialias=True)
-        v = flat.double().view(C, K, -1)                   # (C, K, 3*size*size)
+        v = flat.double().reshape(C, K, -1)                # (C, K, 3*size*size); reshape: channels_last images too
         d = torch.cdist(v, v, p=1) / v.shape[-1]           # (C, K, K) mean |a - b| per value
     i, j = torch.triu_indices(K, K, 1)
     return d[:, i, j].mean().item()
@@ -257,7 +257,7 @@ def diversity_score(G: nn.Module, text_embedding: torch.Tensor, n: int = 8, seed
     "pairwise_diversity of `n` samples per caption embedding ((E, text_dim) or (text_dim,)) from G, in eval mode."
     emb = text_embedding if text_embedding.dim() == 2 else text_embedding[None]  # (E, text_dim)
     imgs = torch.cat(list(generated_images(G, emb.repeat_interleave(n, 0), batch_size=len(emb) * n, seed=seed)))
-    return pairwise_diversity(imgs.view(len(emb), n, *imgs.shape[1:]), size)  # (E, n, 3, H, W)
+    return pairwise_diversity(imgs.reshape(len(emb), n, *imgs.shape[1:]), size)  # (E, n, 3, H, W)
 
 # %% ../nbs/31_metrics.ipynb #eb6659b3
 class _Head(nn.Module):
