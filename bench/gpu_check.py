@@ -137,7 +137,7 @@ class _PoisonOnce:
         import torch
         if trainer.step == self.at and not self.done:
             self.done = True
-            with torch.no_grad(): next(trainer.D.parameters()).view(-1)[0] = float('nan')
+            with torch.no_grad(): p = next(trainer.D.parameters()); p[(0,) * p.dim()] = float('nan')
 
 
 def sec_nan(args):
@@ -192,7 +192,7 @@ RESUME = """
 import sys
 from stackgan_nb.train import train
 train(sys.argv[1], stage=1, run='exact', runs_root=sys.argv[2], device=sys.argv[3], progress=False, max_steps=int(sys.argv[4]),
-      checkpoint_minutes=0.002, overrides=sys.argv[5:] + ['train.epochs=1000', 'train.g_ema=0.9'])
+      checkpoint_minutes=0.01, overrides=sys.argv[5:] + ['train.epochs=1000', 'train.g_ema=0.9'])
 """
 
 
@@ -200,7 +200,7 @@ def sec_resume(args):
     import random
     import torch
     from stackgan_nb.checkpoint import CheckpointManager
-    data, steps = _world(args, 'resume-world'), 2000 if not args.cpu else 40
+    data, steps = _world(args, 'resume-world'), 400 if not args.cpu else 40
 
     def start(runs):
         return subprocess.Popen([sys.executable, '-c', RESUME, str(data), str(runs), args.device, str(steps), *_small(args)],

@@ -184,7 +184,7 @@ def cached_fid_stats(path, images, feature_net: nn.Module, feature: str, **kwarg
 # %% ../nbs/31_metrics.ipynb #b57d95d1
 def border_widths(images: torch.Tensor, color=1.0, tol: float = 0.05) -> torch.Tensor:
     "(B, 4) widths (top, bottom, left, right) of each image's uniform border of `color` (None: its top-left pixel)."
-    ref = images[:, :, :1, :1] if color is None else torch.as_tensor(color, dtype=images.dtype).reshape(1, -1, 1, 1)
+    ref = images[:, :, :1, :1] if color is None else torch.as_tensor(color, dtype=images.dtype, device=images.device).reshape(1, -1, 1, 1)
     near = ((images - ref).abs() <= tol).all(1)           # (B, H, W): pixel has the border colour
     rows, cols = near.all(2), near.all(1)                 # (B, H), (B, W): whole row / column does
     run = lambda m: m.int().cumprod(1).sum(1)             # length of the leading run of True
