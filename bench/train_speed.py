@@ -37,6 +37,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from stackgan_nb.data import load_images, read_cub
 from stackgan_nb.synthetic import make_synthetic_cub, write_pickle
+from stackgan_nb.callbacks import DiversityCheck, EpochLog, SampleGrid, run_event
+from stackgan_nb.core import load_size
 from stackgan_nb.train import RunConfig, Trainer
 
 FULL = []                                              # the birds networks: ModelConfig defaults
@@ -91,7 +93,7 @@ def make_trainer(data, stage, mode, args, device, run=None, **options) -> Traine
     if mode == 'fast': opts['compile'] = args.compile
     with contextlib.redirect_stdout(io.StringIO()):                 # (its 'Speed:'/'Resumed' lines: the table says it)
         return Trainer(data, stage, 'stackgan', run or f'bench-{mode}', sets, args.runs, device, RunConfig(**{**opts, **options}),
-                       cache_dir=args.cache)
+                       cache_dir=args.cache).start()                # (resumes, or writes its step-0 checkpoint)
 
 
 def gflop_per_image(trainer, batch) -> float:
@@ -123,9 +125,10 @@ def row(data, stage, mode, args, device) -> dict:
     it.close()                                                       # (ends the baseline's DataLoader workers)
     data_it = t.batches()
     n_data, data_secs = timed(lambda: next(data_it), args.seconds / 2, 3, device)
-    t.end_of_epoch({}, 1, 1.0)                                       # once untimed: cuDNN tunes the new (eval, batch 8) shapes
+    epoch_end = [cb for cb in t.callbacks if isinstance(cb, (SampleGrid, DiversityCheck, EpochLog))]
+    run_event(epoch_end, 'after_epoch', t, {'epoch': 1, 'step': t.step})   # once untimed: cuDNN tunes the new (eval, batch 8) shapes
     sync(device); t0 = time.perf_counter()
-    t.end_of_epoch({}, 1, 1.0)                                       # sample grid + diversity + log, as after every epoch
+    run_event(epoch_end, 'after_epoch', t, {'epoch': 1, 'step': t.step})   # sample grid + diversity + log, as after every epoch
     sync(device); t1 = time.perf_counter()
     t.save()                                                         # the epoch-end checkpoint (checkpoint_epochs=1)
     t2 = time.perf_counter()
@@ -257,7 +260,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     data = Path(args.root) if args.root else make_data(work / 'cub', args.smoke, args.images)
     split = read_cub(data, 'train')
-    for stage in args.stages: load_images(split, 76 if stage == 1 else 304, args.cache, progress=False)
+    for stage in args.stages: load_images(split, load_size(stage), args.cache, progress=False)
     print(f'data: {"synthetic, " if not args.root else ""}{len(split)} training entries ({len(set(split.filenames))} distinct images), '
           f'cache ready in {time.perf_counter() - t0:.0f} s; {os.cpu_count()} CPU threads')
 

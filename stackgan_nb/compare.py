@@ -9,42 +9,27 @@ __all__ = ['COLUMNS', 'SCORE_PANELS', 'run_summary', 'table_row', 'markdown_tabl
 # %% ../nbs/34_compare.ipynb #7e4c17e6
 import csv
 import io
-import json
-import re
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from .core import write_atomic
-from .train import find_run, read_log
+from .runs import Run
 
 # %% ../nbs/34_compare.ipynb #c0bbab64
-def _json(path: Path, default):
-    return json.loads(path.read_text()) if path.exists() else default
-
-
-def _jsonl(path: Path) -> list[dict]:
-    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()] if path.exists() else []
-
-
 def run_summary(run, runs_root=None, stage: int = 1) -> dict:
     "What one stage of a run has written: config, epoch log, scores, evaluation, rollbacks, newest sample grid."
-    folder = find_run(run, runs_root)
-    sf = folder / f'stage{stage}'
-    if not sf.is_dir():
-        have = [p.name for p in sorted(folder.glob('stage*')) if p.is_dir()]
-        raise FileNotFoundError(f'Run {folder.name} has no Stage-{"I" * stage} ({sf} is missing; it has {", ".join(have) or "nothing"}): '
+    run = Run.find(run, runs_root)
+    sd = run.stage(stage)
+    if not sd.exists():
+        have = [f'stage{s}' for s in (1, 2) if run.stage(s).exists()]
+        raise FileNotFoundError(f'Run {run.name} has no Stage-{"I" * stage} ({sd.path} is missing; it has {", ".join(have) or "nothing"}): '
                                 f'compare another stage (--stage) or train it first.')
-    messages = (sf / 'messages.txt').read_text() if (sf / 'messages.txt').exists() else ''
-    grids = sorted((sf / 'samples').glob('epoch_*.png'))
-    return {'name': folder.name, 'folder': folder, 'stage': stage,
-            'config': _json(sf / 'config.json', {}).get('config', {}),
-            'log': read_log(sf),
-            'scores': [r for r in _jsonl(folder / 'scores.jsonl') if r.get('stage') == stage],
-            'evaluation': _json(folder / 'evaluation.json', {}).get(f'stage{stage}'),
-            'rollbacks': len(re.findall(r'rolled back to', messages)),
-            'grid': grids[-1] if grids else None}
+    grids = sd.grids()
+    return {'name': run.name, 'folder': run.path, 'stage': stage, 'config': sd.identity() or {}, 'log': sd.log(),
+            'scores': [r for r in run.scores() if r.get('stage') == stage], 'evaluation': run.evaluation().get(f'stage{stage}'),
+            **{k: v for k, v in sd.counters().items() if k != 'epochs'}, 'grid': grids[-1] if grids else None}
 
 # %% ../nbs/34_compare.ipynb #eb0cb70a
 COLUMNS = ('run', 'preset', 'norm', 'optimizer', 'loss', 'g_lr', 'd_lr', 'd_dropout', 'batch_size', 'epochs', 'd_loss', 'g_loss',
@@ -66,7 +51,7 @@ def table_row(s: dict) -> dict:
            'batch_size': train.get('batch_size'), 'epochs': last.get('epoch', 0),
            'd_loss': last.get('d_loss'), 'g_loss': last.get('g_loss'), 'kl': last.get('kl'),
            'is': None, 'fid': None, 'colour_acc': None, 'scored_by': None, 'diversity_ratio': last.get('diversity_ratio'),
-           'nan_rollbacks': s['rollbacks'], 'collapsed_epochs': sum(bool(r.get('collapsed', r.get('collapse_warning'))) for r in log),
+           'nan_rollbacks': s['rollbacks'], 'collapsed_epochs': s['collapsed_epochs'],
            's_per_epoch': _median(r.get('seconds') for r in log), 'img_per_s': _median(r.get('img_per_s') for r in log)}
     ev, scored = s['evaluation'], [r for r in log if 'eval_is' in r]
     if ev:

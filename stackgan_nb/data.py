@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .core import remove_dead_temps, temp_path, write_atomic
+from .core import derive_seed, remove_dead_temps, temp_path, write_atomic
 
 # %% ../nbs/12_data.ipynb #3a5ad954
 class DataError(ValueError):
@@ -445,11 +445,6 @@ def random_crop_flip(images: torch.Tensor, index: torch.Tensor, top: torch.Tenso
     return out.div_(127.5).sub_(1.0)                                                         # [0, 255] -> [-1, 1]
 
 # %% ../nbs/12_data.ipynb #7f0a3f54
-def _seed(*parts) -> int:
-    "A 63-bit seed from any tuple of ints/strings (stable across processes and platforms)."
-    return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), 'little') >> 1
-
-
 @dataclass
 class Batch:
     "One training batch, on the Batcher's device."
@@ -520,7 +515,7 @@ class Batcher(EpochSource):
     def order(self, epoch: int) -> torch.Tensor:
         "This rank's sample order for `epoch` (CPU long tensor)."
         if self._order[0] != (self.seed, epoch):
-            g = torch.Generator().manual_seed(_seed(self.seed, 'order', epoch))
+            g = torch.Generator().manual_seed(derive_seed(self.seed, 'order', epoch))
             perm = torch.randperm(self.n, generator=g)
             if len(perm) < self.per_rank * self.world_size: perm = torch.cat([perm, perm[:self.per_rank * self.world_size - len(perm)]])
             mine = perm[self.rank::self.world_size][:self.per_rank]
@@ -532,7 +527,7 @@ class Batcher(EpochSource):
         rows = slice(position * self.batch_size, (position + 1) * self.batch_size)
         idx, idx_dev = self.order(epoch)[rows], self._order[2][rows]
         dev, g, b = self.device, self._gen, len(idx)
-        g.manual_seed(_seed(self.seed, 'batch', epoch, position, self.rank))
+        g.manual_seed(derive_seed(self.seed, 'batch', epoch, position, self.rank))
         top = torch.randint(0, self.size - self.crop + 1, (b,), generator=g, device=dev)
         left = torch.randint(0, self.size - self.crop + 1, (b,), generator=g, device=dev)
         flip = torch.rand(b, generator=g, device=dev) < 0.5
@@ -608,7 +603,7 @@ class OfficialLoader(EpochSource):
 
     def order(self, epoch: int) -> torch.Tensor:
         "This rank's sample order in `epoch` (a seeded shuffle, like the official `shuffle=True`)."
-        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(_seed(self.seed, 'official-order', epoch)))
+        perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(derive_seed(self.seed, 'official-order', epoch)))
         return perm[self.rank::self.world_size][:self.per_rank]
 
     def __iter__(self):
@@ -618,7 +613,7 @@ class OfficialLoader(EpochSource):
         loader = torch.utils.data.DataLoader(
             self.dataset, batch_size=b, sampler=self.order(epoch)[start * b:len(self) * b].tolist(), drop_last=True,
             num_workers=self.workers, pin_memory=dev.type == 'cuda',
-            generator=torch.Generator().manual_seed(_seed(self.seed, 'official-workers', epoch, start, self.rank)))
+            generator=torch.Generator().manual_seed(derive_seed(self.seed, 'official-workers', epoch, start, self.rank)))
         for images, emb, index in loader:
             self.position += 1
             yield Batch(images.to(dev, non_blocking=True), emb.to(dev, non_blocking=True), None, index.to(dev, non_blocking=True))

@@ -6,9 +6,8 @@
 __all__ = ['SCORER_VERSION', 'COLOURS', 'MIN_SAMPLES', 'STACKGAN_INCEPTION_PT', 'SCORE_KEYS', 'HISTORY_KEYS', 'is_synthetic',
            'scorer_heads', 'scorer_labels', 'synthetic_scorer', 'caption_labels', 'pick_captions',
            'caption_attribute_accuracy', 'attribute_report', 'caption_embeddings', 'stackgan_inception_source',
-           'resolve_classifier', 'resolve_fid_net', 'real_test_images', 'real_diversity', 'run_data', 'trained_stages',
-           'evaluate_stage', 'history_row', 'read_scores', 'read_evaluation', 'save_evaluation', 'evaluate_run',
-           'evaluate_main', 'EvaluateEvery']
+           'resolve_classifier', 'resolve_fid_net', 'real_test_images', 'real_diversity', 'run_data', 'evaluate_stage',
+           'history_row', 'evaluate_run', 'evaluate_main', 'EvaluateEvery']
 
 # %% ../nbs/33_evaluate.ipynb #7f18e342
 import hashlib
@@ -22,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import get_device, write_atomic
+from .core import get_device, image_size, load_size, write_json
 from .data import CUBSplit, load_images, read_cub, source_fingerprint
 from .download import REGISTRY
 from .inception import fid_feature_net, imagenet_inception, load_stackgan_inception
@@ -30,7 +29,7 @@ from .metrics import (AttributeClassifier, attribute_accuracy, cached_fid_stats,
                                  diversity_score, fid_stats, generated_images, image_batches, inception_score_from_probs, load_attribute_classifier,
                                  pairwise_diversity, private_rng, save_attribute_classifier, score_images, train_attribute_classifier)
 from .synthetic import PALETTE, PARTS, SIZES, caption_attributes, synthetic_attributes
-from .train import find_run, load_generator
+from .runs import Run
 
 # %% ../nbs/33_evaluate.ipynb #3ed77331
 SCORER_VERSION = 1
@@ -102,9 +101,9 @@ def _clean(o):
     return o
 
 
-def _write_json(path: Path, obj) -> None:
-    text = json.dumps(_clean(obj), indent=1, default=_json_default)
-    write_atomic(path, lambda f: f.write(text.encode()))
+def _plain(obj):
+    "`obj` as JSON data: NumPy numbers, tensors, paths and tuples converted, NaN/Inf as null."
+    return json.loads(json.dumps(_clean(obj), default=_json_default))
 
 # %% ../nbs/33_evaluate.ipynb #aa6db1c1
 def synthetic_scorer(data_root,                 # a synthetic CUB (make_synthetic_cub)
@@ -143,7 +142,7 @@ def synthetic_scorer(data_root,                 # a synthetic CUB (make_syntheti
     for split in ('train', 'test'):                        # all real images: test species must be known too
         s = read_cub(root, split)
         if len(s) == 0: continue
-        images.append(torch.from_numpy(np.array(load_images(s, 76, cache_dir))))  # (N, 3, 76, 76) uint8
+        images.append(torch.from_numpy(np.array(load_images(s, load_size(1), cache_dir))))  # (N, 3, 76, 76) uint8
         labels.append(scorer_labels(attributes, s.filenames))
     images = torch.cat(images)
     labels = {k: torch.cat([l[k] for l in labels]) for k in labels[0]}
@@ -163,7 +162,7 @@ def synthetic_scorer(data_root,                 # a synthetic CUB (make_syntheti
             'settings': settings, 'seconds': round(time.time() - t0, 1)}
     if cache:
         save_attribute_classifier(clf, pt)                 # weights first: the JSON marks a complete cache
-        _write_json(meta, info)
+        write_json(meta, _plain(info))
     return clf, info
 
 # %% ../nbs/33_evaluate.ipynb #1ea10acd
@@ -300,10 +299,10 @@ def _module_hash(module: nn.Module) -> str:
     return h.hexdigest()[:12]
 
 # %% ../nbs/33_evaluate.ipynb #0e7198af
-def real_test_images(data, size: int, cache_dir=None):
-    "The test split's real images as a uint8 array (N, 3, S, S) of the bounding-box crops (S = 76 or 304), and the split."
+def real_test_images(data, stage: int, cache_dir=None):
+    "The test split's real images for `stage` as a uint8 array (N, 3, S, S) of the bounding-box crops (S = `load_size(stage)`), and the split."
     split = read_cub(data, 'test')
-    return load_images(split, 76 if size == 64 else 304, cache_dir or Path(data) / 'cache'), split
+    return load_images(split, load_size(stage), cache_dir or Path(data) / 'cache'), split
 
 
 def _real_batches(images, size: int, batch_size: int = 64):
@@ -320,26 +319,15 @@ def real_diversity(images, class_ids, size: int, k: int = 8, classes: int = 8) -
     return float(np.mean(values)) if values else None
 
 # %% ../nbs/33_evaluate.ipynb #6c9ebc45
-def run_data(folder: Path, stage: int, data=None) -> Path:
-    "The data folder of a run: `data` if given, else the one recorded in run/stageN/data.json or run/data.json."
+def run_data(run: Run, stage: int, data=None) -> Path:
+    "The data folder of a run's stage: `data` if given, else the one the stage recorded when it trained."
+    data = data or run.stage(stage).data()
     if data is None:
-        for f in (folder / f'stage{stage}' / 'data.json', folder / 'data.json'):
-            if f.exists():
-                try: data = json.loads(f.read_text())['data']
-                except (ValueError, KeyError, TypeError) as e:
-                    raise ValueError(f'{f} cannot be read ({e!r}): it should hold {{"data": "/path/to/data"}}. Fix it or pass --data DIR.') from None
-                break
-    if data is None:
-        raise ValueError(f'Run {folder.name} does not record its data folder: pass data=... (CLI: --data DIR), the folder '
-                         f'with CUB_200_2011/ and birds/ it was trained on, or write {{"data": "/path"}} into {folder / "data.json"}.')
+        raise ValueError(f'Run {run.name} does not record its data folder: pass data=... (CLI: --data DIR), the folder '
+                         f'with CUB_200_2011/ and birds/ it was trained on.')
     data = Path(data).expanduser()
     if not (data / 'birds').is_dir(): raise FileNotFoundError(f'{data} has no birds/ folder: pass the data folder the run was trained on (--data DIR).')
     return data
-
-
-def trained_stages(folder: Path) -> list[int]:
-    "Stages of a run folder that have a checkpoint."
-    return [s for s in (1, 2) if any((folder / f'stage{s}').glob('ckpt-*.pt'))]
 
 # %% ../nbs/33_evaluate.ipynb #3514bff5
 SCORE_KEYS = ('is', 'is_std', 'is_trimmed', 'is_trimmed_std', 'fid', 'fid_trimmed', 'is_real')
@@ -350,8 +338,8 @@ def evaluate_stage(G: nn.Module, info: dict, data: Path, samples: int | None = N
                    diversity_n: int = 8, attribute_captions: int | None = 1000, resolved=None, quantize: bool = True) -> dict:
     "Scores of one generator (`info` from `load_generator`) on the test captions of `data`; `quantize`: its images as 8-bit PNGs (official)."
     t0, stage = time.time(), info['stage']
-    device, size = device_of(G), 64 if stage == 1 else 256
-    images, split = real_test_images(data, size)
+    device, size = device_of(G), image_size(stage)
+    images, split = real_test_images(data, stage)
     if split.embeddings.shape[-1] != info['model_config']['text_dim']:
         raise ValueError(f'{data} has {split.embeddings.shape[-1]}-d caption embeddings but the run\'s model takes '
                          f'{info["model_config"]["text_dim"]}-d ones: pass the data folder the run was trained on.')
@@ -411,28 +399,6 @@ def history_row(report: dict) -> dict:
     row['time'] = time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())
     return row
 
-
-def read_scores(run) -> list[dict]:
-    "The evaluation history (run/scores.jsonl) of a run folder: one row per evaluated stage."
-    p = Path(run) / 'scores.jsonl'
-    return [json.loads(l) for l in p.read_text().splitlines() if l.strip()] if p.exists() else []
-
-
-def read_evaluation(run) -> dict:
-    "The newest evaluation of each stage (run/evaluation.json): {'stage1': report, 'stage2': report}; {} if none."
-    p = Path(run) / 'evaluation.json'
-    return json.loads(p.read_text()) if p.exists() else {}
-
-
-def save_evaluation(folder: Path, reports: list[dict]) -> None:
-    "Merge `reports` into run/evaluation.json and append them to run/scores.jsonl (both written atomically)."
-    evaluation = read_evaluation(folder)
-    evaluation.update({f'stage{r["stage"]}': r for r in reports})
-    _write_json(folder / 'evaluation.json', evaluation)
-    rows = read_scores(folder) + [history_row(r) for r in reports]
-    text = ''.join(json.dumps(_clean(r), default=_json_default) + '\n' for r in rows)
-    write_atomic(folder / 'scores.jsonl', lambda f: f.write(text.encode()))
-
 # %% ../nbs/33_evaluate.ipynb #7d396458
 def evaluate_run(run,                          # run name (under runs_root) or run folder
                  stage: int | None = None,     # 1 or 2; None: every trained stage
@@ -448,20 +414,20 @@ def evaluate_run(run,                          # run name (under runs_root) or r
                  **kwargs,                     # more options of evaluate_stage (quantize, batch_size, diversity_captions, ...)
                 ) -> dict:
     "Evaluate the newest checkpoint of each (or one) stage of `run`; returns {'run', 'stage1': report, 'stage2': report}."
-    folder = find_run(run, runs_root)
-    stages = [stage] if stage else trained_stages(folder)
-    if not stages: raise FileNotFoundError(f'Run {folder.name} has no checkpoint to evaluate in {folder}: train it first.')
+    run = Run.find(run, runs_root)
+    stages = [stage] if stage else run.trained_stages()
+    if not stages: raise FileNotFoundError(f'Run {run.name} has no checkpoint to evaluate in {run.path}: train it first.')
     device = get_device(device)
-    out, reports, resolved = {'run': str(folder)}, [], None
+    out, reports, resolved = {'run': str(run.path)}, [], None
     for s in stages:
-        data_s = run_data(folder, s, data)
-        G, info = load_generator(folder, s, device=device)
+        data_s = run_data(run, s, data)
+        G, info = run.load_generator(s, device=device)
         if resolved is None or resolved['data'] != data_s:     # load the classifier once for both stages
             resolved = {'data': data_s, **resolve_classifier(classifier, data_s, device)}
         report = evaluate_stage(G, info, data_s, samples, classifier, fid_net, trim_border, seed, resolved=resolved, **kwargs)
         out[f'stage{s}'] = report
         reports.append(report)
-    if write: save_evaluation(folder, reports)
+    if write: run.save_evaluation([_plain(r) for r in reports], [_plain(history_row(r)) for r in reports])
     return out
 
 # %% ../nbs/33_evaluate.ipynb #9264f4d7
@@ -512,7 +478,7 @@ class EvaluateEvery:
         split = read_cub(self.data, 'test')
         if self.real_stats is None:
             feature = f'synthetic-scorer-{_module_hash(scorer)}'
-            images = load_images(split, 76, self.data / 'cache')
+            images = load_images(split, load_size(1), self.data / 'cache')
             path = self.data / 'cache' / f'fid_test_64_{feature}_{source_fingerprint(split)[:12]}.npz'
             self.real_stats = cached_fid_stats(path, _real_batches(images, 64), scorer.feature_net(), feature)
         emb, pairs = caption_embeddings(split, self.samples, self.seed)

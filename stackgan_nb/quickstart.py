@@ -19,7 +19,9 @@ from .core import get_device, write_atomic
 from .data import read_cub
 from .evaluate import caption_attribute_accuracy, evaluate_run, synthetic_scorer
 from .synthetic import TINY, make_synthetic_cub
-from .train import load_generator, plot_losses, read_log, sample_grid, train
+from .callbacks import plot_losses, sample_grid
+from .runs import Run, load_generator
+from .train import train
 
 # %% ../nbs/45_quickstart.ipynb #40d6c108
 RUN = 'quickstart'
@@ -109,7 +111,7 @@ def quickstart(root='stackgan_quickstart', device='auto', smoke: bool | None = N
     _loss_figure(folder, folder / 'losses.png')
     summary = {'run': str(folder), 'data': str(data), 'device': str(dev), 'smoke': smoke, 'epochs': list(cfg['epochs']),
                'n_train': len(splits['train']), 'n_test': len(splits['test']), 'minutes': (time.time() - t0) / 60,
-               'train_seconds': {f'stage{s}': sum(r['seconds'] for r in read_log(folder / f'stage{s}')) for s in (1, 2)},
+               'train_seconds': {f'stage{s}': sum(r['seconds'] for r in Run(folder).stage(s).log()) for s in (1, 2)},
                'grid_captions': [s.captions[i][0] for s, i in picks], 'caption_accuracy': accuracy,
                'evaluation': {k: v for k, v in evaluation.items() if k.startswith('stage')}}
     write_atomic(folder / 'quickstart.json', json.dumps(summary, indent=1, default=str))

@@ -24,7 +24,7 @@ from .core import get_device, write_atomic
 from .data import read_cub
 from .metrics import device_of, private_rng
 from .text import TextEncoder, check_caption, text_encoder_from_spec
-from .train import load_generator
+from .runs import load_generator
 
 # %% ../nbs/30_sample.ipynb #3d03ce5d
 CHAR_CNN_RNN_FILE = 'lm_sje_nc4_cub_hybrid_gru18_a1_c512_0.00070_1_10_trainvalids.txt_iter30000.t7'

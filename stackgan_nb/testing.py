@@ -42,7 +42,7 @@ def save_fixed_run(data,                  # a CUB-layout data folder (e.g. a tin
                   ) -> Path:
     "Write run `run` whose generators have fixed, non-degenerate weights (`fixed_weights_`); returns its folder."
     for stage in stages:
-        t = Trainer(data, stage, preset, run, overrides, runs_root, 'cpu', RunConfig(progress=False, seed=seed))
+        t = Trainer(data, stage, preset, run, overrides, runs_root, 'cpu', RunConfig(progress=False, seed=seed)).start()
         fixed_weights_(t.G, seed + stage)
         if t.G_ema is not None: t.G_ema.load_state_dict(t.G.state_dict())
         t.save()

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from stackgan_nb.checkpoint import (HEADER_SIZE, CheckpointManager, CheckpointWarning, CheckpointWriteError, NonFiniteCheckpoint,
-                                    RunConfigMismatch, check_run_config, flush_drive, load_checkpoint, read_header, rng_state,
-                                    run_dir, set_rng_state)
+                                    load_checkpoint, read_header, rng_state, set_rng_state)
+from stackgan_nb.runs import RunConfigMismatch, check_run_config, flush_drive, run_dir
 from stackgan_nb.core import ModelConfig, TrainConfig, config_dict
 from stackgan_nb.models import build_models
 from stackgan_nb.steps import make_optimizers

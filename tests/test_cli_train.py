@@ -4,7 +4,7 @@ import sys
 from pathlib import Path
 
 from stackgan_nb.synthetic import TINY, make_synthetic_cub
-from stackgan_nb.train import read_log
+from stackgan_nb.runs import read_jsonl
 
 TINY_MODEL = ['--set', 'model.gf_dim=4', '--set', 'model.df_dim=4', '--set', 'model.condition_dim=4', '--set', 'model.z_dim=8',
               '--set', 'model.r_num=1', '--set', 'train.batch_size=8']
@@ -23,7 +23,7 @@ def test_one_epoch_of_each_stage_then_resume(tmp_path):
         assert r.returncode == 0, r.stderr[-2000:]
         folder = tmp_path / 'runs' / 'cli' / f'stage{stage}'
         assert f'Stage-{"I" * stage} of run cli: epoch 1' in r.stdout
-        assert read_log(folder)[-1]['epoch'] == 1 and (folder / 'samples' / 'epoch_0001.png').exists()
+        assert read_jsonl(folder / 'log.jsonl')[-1]['epoch'] == 1 and (folder / 'samples' / 'epoch_0001.png').exists()
     r = stackgan('train', '--stage', 1, *common, '--epochs', 2)            # resume and continue
     assert r.returncode == 0 and 'epoch 2' in r.stdout and 'Resumed' in r.stdout + r.stderr
     r = stackgan('train', '--stage', 1, *common, '--set', 'train.g_lr=0.001')

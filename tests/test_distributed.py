@@ -11,7 +11,7 @@ import torch
 
 from stackgan_nb.checkpoint import load_checkpoint
 from stackgan_nb.synthetic import TINY, make_synthetic_cub
-from stackgan_nb.train import read_log
+from stackgan_nb.runs import read_jsonl
 
 TINY_MODEL = ['model.gf_dim=4', 'model.df_dim=4', 'model.condition_dim=4', 'model.z_dim=8', 'model.r_num=1', 'train.batch_size=8']
 SCRIPT = """
@@ -68,7 +68,7 @@ def test_two_processes_train_checkpoint_once_and_resume(tmp_path):
     files = sorted(folder.glob('ckpt-*.pt'))                    # one file per save (start, two epoch ends): rank 0 only
     assert [f.name for f in files] == ['ckpt-000001-step000000000.pt', 'ckpt-000002-step000000002.pt', 'ckpt-000003-step000000004.pt']
     assert not [p for p in folder.iterdir() if p.name.endswith('.tmp')]
-    assert [r['epoch'] for r in read_log(folder)] == [1, 2]
+    assert [r['epoch'] for r in read_jsonl(folder / 'log.jsonl')] == [1, 2]
     assert (folder / 'messages.txt').read_text().count('Speed:') == 1
     state = load_checkpoint(files[-1])
     assert state['step'] == 4 and state['world_size'] == 2 and len(state['rng_ranks']) == 2
@@ -84,11 +84,11 @@ def test_two_processes_train_checkpoint_once_and_resume(tmp_path):
     assert (folder / 'messages.txt').read_text().count('Resumed') == 1
     assert 'at epoch 2, step 4 from ckpt-000003-step000000004.pt' in (folder / 'messages.txt').read_text()
     assert [load_checkpoint(f)['step'] for f in sorted(folder.glob('ckpt-*.pt'))] == [0, 2, 4, 6]
-    assert [r['epoch'] for r in read_log(folder)] == [1, 2, 3]
+    assert [r['epoch'] for r in read_jsonl(folder / 'log.jsonl')] == [1, 2, 3]
 
     exe = Path(sys.executable).parent / 'stackgan'              # the console script, under torchrun, resumes too
     sets = [a for s in TINY_MODEL for a in ('--set', s)]           # ('--' below: else torchrun reads --run as its --run-path)
     r = torchrun(exe, '--', 'train', '--data', data, '--run', 'ddp', '--runs-root', runs, '--epochs', 4, '--device', 'cpu', '-q', *sets)
     assert 'Resumed' in r.stdout and 'epoch 4, step 8' in r.stdout
     assert load_checkpoint(sorted(folder.glob('ckpt-*.pt'))[-1])['step'] == 8
-    assert [r['epoch'] for r in read_log(folder)] == [1, 2, 3, 4]
+    assert [r['epoch'] for r in read_jsonl(folder / 'log.jsonl')] == [1, 2, 3, 4]

@@ -13,9 +13,9 @@ LIB = Path(stackgan_nb.__file__).parent
 LAYERS = [
     {'core'},
     {'models', 'text', 'char_cnn_rnn', 'download', 'checkpoint'},
-    {'losses', 'data', 'synthetic'},
+    {'losses', 'data', 'synthetic', 'runs'},
     {'steps', 'metrics', 'inception'},
-    {'train', 'distributed'},
+    {'train', 'callbacks', 'distributed'},
     {'sample', 'evaluate', 'compare', 'testing'},
     {'widgets', 'quickstart'},
     {'cli'},
