@@ -94,7 +94,7 @@ def quickstart(root='stackgan_quickstart', device='auto', smoke: bool | None = N
     runs = root / 'runs'
     for stage, overrides, epochs in zip((1, 2), cfg['overrides'], cfg['epochs']):
         t = train(data, stage, 'stackgan', RUN, overrides, epochs=epochs, runs_root=runs, device=dev, progress=progress)
-    folder = t.run
+    folder = t.run.path
     scorer, _ = synthetic_scorer(data, epochs=cfg['scorer_epochs'], device=dev)
     evaluation = evaluate_run(folder, samples=cfg['samples'], device=dev)
     accuracy = {}
