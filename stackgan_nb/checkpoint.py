@@ -287,7 +287,7 @@ class CheckpointManager:
             kept = f'the earlier checkpoints are intact (newest: {files[-1].name})' if files else 'there was no earlier checkpoint'
             raise CheckpointWriteError(f'Could not write checkpoint {path.name} in {self.run}: {e!s}. Nothing was replaced: '
                                        f'{kept}. Free some space (on Google Drive also empty the bin: deleted checkpoints '
-                                       'count toward the quota for 30 days); the next save tries again.') from e
+                                       'count toward the quota for 30 days), then save again.') from e
         self._remember(path)  # written and hashed just now: no need to read it back
         self._prune()
         return path

@@ -11,6 +11,7 @@ __all__ = ['LATER_FIELDS', 'STAGE1_G_FIELDS', 'STATE_KEYS', 'RunConfig', 'gpu_ca
 # %% ../nbs/24_train.ipynb #df4626dc
 import copy
 import dataclasses
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
@@ -23,7 +24,7 @@ from tqdm.auto import tqdm
 
 from .callbacks import (CancelEpoch, Checkpointer, DiversityCheck, EpochLog, LRSchedule, NanGuard, NonFiniteError, ProgressBar,
                                    Recorder, SampleGrid, all_finite, run_event)
-from .checkpoint import check_finite, require_keys, rng_state, set_rng_state
+from .checkpoint import CheckpointWriteError, check_finite, require_keys, rng_state, set_rng_state
 from .core import (PRESETS, ModelConfig, Preset, TrainConfig, _Checked, choice, config_dict, config_from_dict, derive_seed,
                               get_device, image_size, load_size, number, override, seed_everything, stage_preset)
 from .data import Batcher, OfficialLoader, load_images, read_cub
@@ -41,6 +42,8 @@ class RunConfig(_Checked):
     checkpoint_epochs: int = number(1, 0, doc='also checkpoint at the end of every this many epochs (0: by time only; the last step always saves)')
     checkpoint_min_minutes: float = number(1.0, 0, doc='epoch-end checkpoints at most this often (a GPU can finish an epoch faster than a 1.2 GB Stage-II checkpoint is written)')
     keep: int = number(3, 1, doc='checkpoints kept on disk (the newest)')
+    save_retries: int = number(3, 0, doc='a checkpoint that cannot be written (disk or Drive full) is tried again this many times before training stops')
+    save_retry_seconds: float = number(30.0, 0, doc='wait before the first retry; each further wait is 4x longer (30 s, 2 min, 8 min)')
     nan_policy: str = choice('rollback', 'rollback', 'stop', doc='non-finite loss/weights: roll back and lower the LR, or stop')
     nan_lr_factor: float = number(0.5, 0, 1, lo_open=True, doc='learning-rate factor applied at each rollback')
     max_rollbacks: int = number(5, 0, doc='give up after this many rollbacks')
@@ -400,9 +403,22 @@ class Trainer:
         if not all_finite([v for net in nets for v in net.state_dict().values()]):
             raise NonFiniteError('Refusing to checkpoint non-finite weights.')
         rngs = all_gather_object(rng_state(), self.dist) if self.dist.enabled else None
-        path = self.ckpt.save(self.checkpoint(rngs), s.step) if self.dist.is_main else None
+        path = self._write(self.checkpoint(rngs)) if self.dist.is_main else None
         barrier(self.dist)                                       # nobody reads the folder while rank 0 writes
         return path
+
+    def _write(self, checkpoint: dict) -> Path:
+        "Save `checkpoint`; a write that fails (disk or Drive full) is tried again after waiting, `save_retries` times, then training stops."
+        delay, tries = self.cfg.save_retry_seconds, self.cfg.save_retries + 1
+        for attempt in range(1, tries + 1):
+            try: return self.ckpt.save(checkpoint, self.state.step)
+            except CheckpointWriteError as e:
+                if attempt == tries:
+                    raise CheckpointWriteError(f'{e} Gave up after {tries} attempts: training stopped at step {self.state.step}. '
+                                               'Free some space and run the same call again: the run resumes from its newest checkpoint.') from None
+                self.log(f'{e} Trying again in {delay:g} s (attempt {attempt + 1} of {tries}).')
+                time.sleep(delay)
+                delay *= 4
 
     def load(self, checkpoint: dict) -> None:
         "Continue from `checkpoint` (a `checkpoint()` dict): the state, this process's random states, a new CUDA graph."
