@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from .distributed import all_reduce_
 from .metrics import diversity_score, pairwise_diversity
-from .runs import read_jsonl
+from .runs import StageDir, read_jsonl
 from .steps import lr_factor, set_lr
 
 # %% ../nbs/23_callbacks.ipynb #2f89efc0
@@ -156,9 +156,9 @@ class EpochLog(Callback):
 
 
 def plot_losses(log, keys=('d_loss', 'g_loss', 'kl'), ax=None, path=None, title=None):
-    "Plot the epoch-mean losses of a `log.jsonl` (or the stage folder holding one) in `ax` (or a new figure); saves to `path`."
-    log = Path(log)
-    log = log / 'log.jsonl' if log.is_dir() else log
+    "Plot the epoch-mean losses of a stage (a `StageDir`, its folder, or its log file) in `ax` (or a new figure); saves to `path`."
+    log = log.log_file if isinstance(log, StageDir) else Path(log)
+    log = StageDir(log, 0).log_file if log.is_dir() else log
     if ax is None and path is not None:                        # a file only: a bare Figure, pyplot's state untouched
         from matplotlib.figure import Figure
         ax = Figure(figsize=(6, 3.5)).add_subplot()

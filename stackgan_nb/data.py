@@ -338,7 +338,7 @@ class _CopyMismatch(Exception): "A copied cache array does not have its manifest
 
 def _copy_verified(src_dir, dst_dir, split: str, size: int, manifest: dict) -> bool:
     "Copy one cached array + manifest, checking the array's SHA-256; False (and nothing replaced) on mismatch."
-    (src, src_m), (dst, dst_m) = cache_paths(src_dir, split, size), cache_paths(dst_dir, split, size)
+    (src, _), (dst, dst_m) = cache_paths(src_dir, split, size), cache_paths(dst_dir, split, size)
 
     def copy(f):                                    # hash while copying; a mismatch aborts before the rename
         h = hashlib.sha256()

@@ -81,7 +81,7 @@ def _loss_figure(folder: Path, path: Path) -> None:
     "Stage-I and Stage-II loss curves side by side."
     from matplotlib.figure import Figure
     fig = Figure(figsize=(11, 3.5))
-    for i, stage in enumerate(('stage1', 'stage2')): plot_losses(folder / stage, ax=fig.add_subplot(1, 2, i + 1))
+    for stage in (1, 2): plot_losses(Run(folder).stage(stage), ax=fig.add_subplot(1, 2, stage), title=f'Stage-{"I" * stage}')
     fig.tight_layout(); fig.savefig(path, dpi=100)
 
 

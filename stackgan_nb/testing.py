@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .runs import Run
 from .synthetic import TINY, make_synthetic_cub
 from .train import RunConfig, Trainer, train
 
@@ -54,7 +55,7 @@ def make_tiny_runs(root) -> tuple[Path, Path]:
     root = Path(root)
     data = make_synthetic_cub(root / 'data', **TINY, progress=False)
     runs = save_fixed_run(data, root / 'runs', 'demo').parent
-    shutil.copytree(runs / 'demo' / 'stage1', runs / 'only-stage1' / 'stage1')
+    shutil.copytree(Run(runs / 'demo').stage(1).path, Run(runs / 'only-stage1').stage(1).path)
     return data, runs
 
 # %% ../nbs/90_testing.ipynb #6152807b
