@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['ALPHABET', 'CHAR_INDEX', 'DOC_LENGTH', 'MODES', 'ENC_DOC_MODULES', 'CNN_MODULES', 'GRU_LINEARS', 'T7_SOURCE',
-           'NO_CLEAR_MATCH', 'char_indices', 'encode_text', 'ignored_characters', 'FixedGRU', 'CharCNNRNN', 'T7Storage',
-           'T7Tensor', 'T7Object', 'T7Function', 'T7Writer', 'write_t7', 'NotCharCNNRNN', 'state_dict_from_t7',
-           'load_char_cnn_rnn', 'CharCNNRNNEncoder', 'AlignmentReport', 'alignment_report']
+           'NO_CLEAR_MATCH', 'char_indices', 'encode_text', 'ignored_characters', 'FixedGRU', 'CharCNNRNN',
+           'NotCharCNNRNN', 'state_dict_from_t7', 'load_char_cnn_rnn', 'CharCNNRNNEncoder', 'AlignmentReport',
+           'alignment_report']
 
 # %% ../nbs/14_char_cnn_rnn.ipynb #2cc09ed7
 import struct
@@ -121,108 +121,6 @@ class CharCNNRNN(nn.Module):
         model = cls(dims, state['proj.weight'].shape[0], state['cnn.0.weight'].shape[1])
         model.load_state_dict(state, strict=True)
         return model
-
-# %% ../nbs/14_char_cnn_rnn.ipynb #2afe4b16
-_STORAGE_DTYPES = {'Byte': np.uint8, 'Char': np.int8, 'Short': np.int16, 'Int': np.int32, 'Long': np.int64,
-                   'Float': np.float32, 'Double': np.float64, 'Cuda': np.float32, 'CudaDouble': np.float64,
-                   'CudaLong': np.int64}
-
-
-class T7Storage:
-    "A Torch storage: a flat typed array, e.g. `torch.FloatStorage` or `torch.CudaStorage` (float32 on disk)."
-    def __init__(self, data, typename: str | None = None):
-        if typename is None:
-            kind = {np.dtype(v): k for k, v in _STORAGE_DTYPES.items() if not k.startswith('Cuda')}[np.asarray(data).dtype]
-            typename = f'torch.{kind}Storage'
-        self.typename, self.version = typename, 1
-        self.data = np.ascontiguousarray(data, dtype=_STORAGE_DTYPES[typename[6:-7]]).reshape(-1)
-
-    def write_payload(self, w):
-        w.long(len(self.data)); w.raw(self.data.astype(self.data.dtype.newbyteorder('<')).tobytes())
-
-
-class T7Tensor:
-    "A Torch tensor: a strided view (sizes, strides in elements, 0-based offset) into a `T7Storage`, or empty."
-    def __init__(self, storage: T7Storage | None, shape=(), offset: int = 0, strides=None, typename: str | None = None):
-        shape = tuple(int(s) for s in shape)
-        if strides is None: strides = tuple(int(np.prod(shape[i + 1:])) for i in range(len(shape)))
-        self.storage, self.shape, self.offset, self.strides, self.version = storage, shape, offset, tuple(strides), 1
-        self.typename = typename or (storage.typename[:-7] + 'Tensor' if storage else 'torch.FloatTensor')
-
-    @classmethod
-    def from_array(cls, a, typename: str | None = None):
-        "A tensor with its own storage holding `a`."
-        return cls(T7Storage(np.asarray(a).reshape(-1), typename and typename[:-6] + 'Storage'), np.shape(a))
-
-    def write_payload(self, w):
-        if self.storage is None: w.int(0); w.long(); w.long(); w.long(1); w.write(None); return  # torch.Tensor()
-        w.int(len(self.shape)); w.long(*self.shape); w.long(*self.strides); w.long(self.offset + 1)
-        w.write(self.storage)
-
-
-class T7Object:
-    "Any other Torch class instance (e.g. an `nn` module): a class name and a table of fields."
-    def __init__(self, typename: str, fields: dict | None = None, version: int = 1):
-        self.typename, self.fields, self.version = typename, fields if fields is not None else {}, version
-
-    def write_payload(self, w): w.write(self.fields)
-
-
-@dataclass(eq=False)
-class T7Function:
-    "A serialized Lua function (opaque bytecode and upvalues), as `torch.save` writes a function field."
-    dumped: bytes
-    upvalues: list = field(default_factory=list)
-
-
-class T7Writer:
-    "Writes Python values in Torch7's binary format (little-endian, 8-byte longs, as Linux/macOS x86-64 Torch does)."
-    def __init__(self, f):
-        self.f, self.index, self.arrays, self.alive = f, {}, {}, []  # `alive` keeps written objects: ids stay unique
-
-    def int(self, *v): self.f.write(struct.pack(f'<{len(v)}i', *v))
-    def long(self, *v): self.f.write(struct.pack(f'<{len(v)}q', *v))
-    def raw(self, b): self.f.write(b)
-    def string(self, s):
-        b = s.encode('utf-8') if isinstance(s, str) else bytes(s)
-        self.int(len(b)); self.raw(b)
-
-    def reference(self, type_code, obj) -> bool:
-        "Write `type_code` and `obj`'s reference index; True if `obj` is new and its payload must follow."
-        self.int(type_code)
-        new = id(obj) not in self.index
-        if new: self.index[id(obj)] = len(self.index) + 1; self.alive.append(obj)
-        self.int(self.index[id(obj)])
-        return new
-
-    def write(self, v):
-        if v is None: self.int(0)
-        elif isinstance(v, (bool, np.bool_)): self.int(5, int(v))
-        elif isinstance(v, (int, float, np.integer, np.floating)): self.int(1); self.raw(struct.pack('<d', float(v)))
-        elif isinstance(v, (str, bytes)): self.int(2); self.string(v)
-        elif isinstance(v, np.ndarray):  # the same array written twice is the same tensor object
-            if id(v) not in self.arrays: self.alive.append(v); self.arrays[id(v)] = T7Tensor.from_array(v)
-            self.write(self.arrays[id(v)])
-        elif isinstance(v, (dict, list, tuple)):
-            if self.reference(3, v):
-                items = list(v.items() if isinstance(v, dict) else enumerate(v, 1))  # Lua arrays start at 1
-                self.int(len(items))
-                for k, x in items: self.write(k); self.write(x)
-        elif isinstance(v, T7Function):
-            if self.reference(8, v): self.int(len(v.dumped)); self.raw(v.dumped); self.write(v.upvalues)
-        elif isinstance(v, (T7Object, T7Tensor, T7Storage)):
-            if self.reference(4, v):
-                if v.version: self.string(f'V {v.version}')  # version 0: files from before class versions
-                self.string(v.typename)
-                v.write_payload(self)
-        else:
-            raise TypeError(f'write_t7 cannot write a {type(v).__name__}: use None, bool, numbers, str/bytes, '
-                            'dict/list/tuple, numpy arrays, T7Tensor, T7Storage, T7Object or T7Function.')
-
-
-def write_t7(path, obj):
-    "Save `obj` as a Torch7 binary file, like Lua's `torch.save(path, obj)` (written to a temp file, then renamed)."
-    return write_atomic(path, lambda f: T7Writer(f).write(obj))
 
 # %% ../nbs/14_char_cnn_rnn.ipynb #3ffbd719
 ENC_DOC_MODULES = ['nn.Identity', 'nn.Sequential', 'nn.SplitTable', 'nn.gModule', 'nn.Dropout', 'nn.Linear']

@@ -5,18 +5,16 @@
 # %% auto #0
 __all__ = ['CUB', 'BIRDS', 'CHAR_CNN_RNN', 'INCEPTION', 'REGISTRY', 'GROUPS', 'UNPACK_RATIO', 'DownloadError', 'FileSpec',
            'file_hash', 'check_file', 'pin_path', 'check_pinned', 'pin', 'UnsafeArchiveError', 'safe_extract', 'fetch',
-           'LocalServer', 'ensure', 'download_cub', 'download_main']
+           'ensure', 'download_cub', 'download_main']
 
 # %% ../nbs/10_download.ipynb #0b9ad34d
 import hashlib
-import http.server
 import json
 import os
 import posixpath
 import re
 import shutil
 import tarfile
-import threading
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -401,56 +399,6 @@ def fetch(spec: FileSpec, root, quiet: bool = False, retries: int = 2, timeout: 
         f'Could not download {spec.filename} ({spec.description or spec.name}).\nTried:\n  - ' + '\n  - '.join(tried) +
         (f'\nThe bytes received so far are kept in {path.parent}/{partial[0]}; running again resumes from there.' if partial else '') +
         f'\n{spec.manual(root)}')
-
-# %% ../nbs/10_download.ipynb #508cf288
-class LocalServer:
-    "An HTTP server on 127.0.0.1 in a thread serving `files` (name -> bytes); `log` records (path, Range header)."
-    def __init__(self, files: dict[str, bytes]):
-        self.files, self.log, self._cut = dict(files), [], set()
-        outer = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args): pass
-
-            def do_GET(self):
-                kind, _, name = self.path.lstrip('/').partition('/')
-                rng = self.headers.get('Range')
-                outer.log.append((self.path, rng))
-                if kind == 'dead' or name not in outer.files: return self.send_error(404)
-                if kind == 'html':
-                    body = b'<!DOCTYPE html><html><title>Google Drive - Quota exceeded</title></html>'
-                    self.send_response(200); self.send_header('Content-Type', 'text/html')
-                    self.send_header('Content-Length', str(len(body))); self.end_headers()
-                    return self.wfile.write(body)
-                data, start = outer.files[name], 0
-                if rng and (m := re.fullmatch(r'bytes=(\d+)-', rng)):
-                    start = int(m[1])
-                    self.send_response(206)
-                    self.send_header('Content-Range', f'bytes {start}-{len(data) - 1}/{len(data)}')
-                else: self.send_response(200)
-                self.send_header('Content-Type', 'application/octet-stream')
-                self.send_header('Content-Length', str(len(data) - start)); self.send_header('ETag', '"v1"')
-                self.end_headers()
-                if kind == 'cut' and self.path not in outer._cut:  # first request: half the bytes, then hang up
-                    outer._cut.add(self.path)
-                    self.wfile.write(data[start:start + (len(data) - start) // 2]); self.wfile.flush()
-                    self.close_connection = True
-                    return
-                self.wfile.write(data[start:])
-
-        class Server(http.server.ThreadingHTTPServer):
-            def handle_error(self, request, client_address): pass   # clients that hang up early are expected here
-
-        self.server = Server(('127.0.0.1', 0), Handler)
-        self.url = f'http://127.0.0.1:{self.server.server_address[1]}'
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown(); self.server.server_close()
 
 # %% ../nbs/10_download.ipynb #4be4dd42
 def _resolve(what, specs) -> list[FileSpec]:

@@ -5,30 +5,23 @@
 # %% auto #0
 __all__ = ['PALETTE', 'PARTS', 'SIZES', 'BEAK_COLOURS', 'PART_WORDS', 'GENERA', 'TEMPLATES', 'TINY', 'SYNTHETIC_VERSION',
            'make_species', 'bird_parts', 'draw_bird', 'make_captions', 'caption_attributes', 'Py2Pickler',
-           'write_pickle', 'make_synthetic_cub', 'synthetic_attributes', 'synthetic_download_server']
+           'write_pickle', 'make_synthetic_cub', 'synthetic_attributes']
 
 # %% ../nbs/13_synthetic.ipynb #bd2edadb
 import colorsys
-import dataclasses
-import hashlib
-import io
 import json
 import os
 import pickle
 import re
 import shutil
 import struct
-import tarfile
 import tempfile
 import time
-import zipfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .download import BIRDS, CUB, LocalServer
 from .text import CLAUSE_BREAKS, HashTextEncoder
 
 # %% ../nbs/13_synthetic.ipynb #7db57568
@@ -290,25 +283,3 @@ def synthetic_attributes(root) -> dict:
     path = Path(root) / 'birds' / 'attributes.json'
     if not path.exists(): raise FileNotFoundError(f'{path} not found: {root} is not a synthetic CUB (make_synthetic_cub writes it).')
     return json.loads(path.read_text())
-
-# %% ../nbs/13_synthetic.ipynb #3aef9805
-def _archive(folder: Path, kind: str) -> bytes:
-    "`folder` (with its name as the top level) as a .tgz or .zip, in memory."
-    buf = io.BytesIO()
-    if kind == 'tgz':
-        with tarfile.open(fileobj=buf, mode='w:gz') as t: t.add(folder, arcname=folder.name)
-    else:
-        with zipfile.ZipFile(buf, 'w') as z:
-            for f in sorted(folder.rglob('*')): z.write(f, f.relative_to(folder.parent).as_posix())
-    return buf.getvalue()
-
-
-@contextmanager
-def synthetic_download_server(root):
-    "Serve the synthetic CUB in `root` from 127.0.0.1, packed like the real downloads; yields {'cub': spec, 'birds': spec}."
-    root = Path(root)
-    files = {'CUB_200_2011.tgz': _archive(root / 'CUB_200_2011', 'tgz'), 'birds.zip': _archive(root / 'birds', 'zip')}
-    with LocalServer(files) as srv:
-        yield {'cub': dataclasses.replace(CUB, url=f'{srv.url}/files/CUB_200_2011.tgz', mirrors=(),
-                                          md5=hashlib.md5(files['CUB_200_2011.tgz']).hexdigest()),
-               'birds': dataclasses.replace(BIRDS, url=f'{srv.url}/files/birds.zip', drive_id=None, resourcekey=None, mirrors=())}

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from stackgan_nb.download import (BIRDS, CUB, DownloadError, FileSpec, LocalServer, UnsafeArchiveError, download_cub,
-                                  download_main, fetch, safe_extract)
+from stackgan_nb.download import (BIRDS, CUB, DownloadError, FileSpec, UnsafeArchiveError, download_cub, download_main, fetch,
+                                  safe_extract)
+from stackgan_nb.testing import LocalServer
 
 
 @pytest.fixture(autouse=True)

@@ -50,6 +50,18 @@ def test_layers_import_downward_only():
             assert layer_of(dep) <= me and (dep != path.stem), f'{path.stem} (layer {me}) imports {dep} (layer {layer_of(dep)})'
 
 
+def test_test_fixtures_stay_out_of_the_library():
+    "Fixtures live in `testing`, which no library module imports (the layers alone would let its layer-mates import it)."
+    fixtures = {'LocalServer', 'synthetic_download_server', 'T7Writer', 'write_t7', 'T7Storage', 'T7Tensor', 'T7Object', 'T7Function'}
+    for path in sorted(LIB.glob('*.py')):
+        if path.name.startswith('_') or path.stem == 'testing': continue
+        assert 'testing' not in set(internal_imports(path)), f'{path.stem} imports the test fixtures (stackgan_nb.testing)'
+        defined = {n.name for n in ast.parse(path.read_text()).body if isinstance(n, (ast.ClassDef, ast.FunctionDef))}
+        assert not defined & fixtures, f'{path.stem} defines the test fixture(s) {sorted(defined & fixtures)}: they belong in testing'
+    import stackgan_nb.testing as testing
+    assert all(hasattr(testing, name) for name in fixtures)
+
+
 def test_import_has_no_side_effects():
     mods = [p.stem for p in LIB.glob('*.py') if not p.name.startswith('_')]
     code = ('import sys, torch\n' + ''.join(f'import stackgan_nb.{m}\n' for m in mods) +

@@ -41,10 +41,11 @@ def test_same_seed_same_images_in_other_processes(tiny):
 
 
 def test_sample_main_writes_pngs(tiny, tmp_path, capsys):
-    paths = sample_main('demo', CAPTION, n=3, seed=0, out=tmp_path / 'out', runs_root=tiny[1], device='cpu')
+    meta = sample_main('demo', CAPTION, n=3, seed=0, out=tmp_path / 'out', runs_root=tiny[1], device='cpu')
     out = capsys.readouterr().out
     assert '3 samples (64x64 and 256x256)' in out and 'CA on' in out
-    assert {p.name for p in paths} >= {'grid.png', 'sample.json', 'stage1_02.png', 'stage2_02.png'}
+    assert {p.name for p in (tmp_path / 'out').iterdir()} == {'grid.png', 'sample.json', *(f'stage{s}_0{i}.png' for s in (1, 2) for i in range(3))}
+    assert (meta['n'], meta['written']) == (3, 3)
     assert Image.open(tmp_path / 'out' / 'stage1_00.png').size == (64, 64)
     assert Image.open(tmp_path / 'out' / 'stage2_00.png').size == (256, 256)
     meta = json.loads((tmp_path / 'out' / 'sample.json').read_text())
