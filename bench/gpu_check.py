@@ -84,7 +84,8 @@ SMALL = ['model.gf_dim=16', 'model.df_dim=8', 'model.condition_dim=16', 'model.z
 
 
 def _small(args):
-    return ['model.gf_dim=4', 'model.df_dim=4', 'model.condition_dim=4', 'model.z_dim=8', 'model.r_num=1', 'train.batch_size=4'] if args.cpu else SMALL
+    from stackgan_nb.core import TINY_OVERRIDES
+    return [*TINY_OVERRIDES, 'train.batch_size=4'] if args.cpu else SMALL
 
 
 def _finite(trainer):

@@ -38,11 +38,11 @@ from torch.utils.flop_counter import FlopCounterMode
 from stackgan_nb.data import load_images, read_cub
 from stackgan_nb.synthetic import make_synthetic_cub, write_pickle
 from stackgan_nb.callbacks import DiversityCheck, EpochLog, SampleGrid, run_event
-from stackgan_nb.core import load_size
+from stackgan_nb.core import TINY_OVERRIDES, load_size
 from stackgan_nb.train import RunConfig, Trainer
 
 FULL = []                                              # the birds networks: ModelConfig defaults
-TINY_MODEL = ['model.gf_dim=4', 'model.df_dim=4', 'model.condition_dim=4', 'model.z_dim=8', 'model.r_num=1']
+TINY_MODEL = [o for o in TINY_OVERRIDES if o.startswith('model.')]   # (the batch comes from --batch-size)
 CUB_TRAIN = 8855
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .core import get_device, write_atomic
+from .core import TINY_OVERRIDES, get_device, write_atomic
 from .data import read_cub
 from .evaluate import caption_attribute_accuracy, evaluate_run, synthetic_scorer
 from .synthetic import TINY, make_synthetic_cub
@@ -31,7 +31,7 @@ MODEL = ['model.gf_dim=16', 'model.df_dim=16', 'model.condition_dim=32', 'model.
 RECIPE = ['train.batch_size=32', 'train.g_lr=0.001', 'train.d_lr=0.001', 'train.lr_decay_every=0', 'train.g_ema=0.99']
 STAGE2 = ['train.g_lr=0.00005', 'model.stage1_in_stage2=eval']  # Stage-II corrects Stage-I's bird in small steps
 EPOCHS = (100, 2)                                              # Stage-I, Stage-II
-SMOKE_MODEL = ['model.gf_dim=4', 'model.df_dim=4', 'model.condition_dim=4', 'model.z_dim=8', 'model.r_num=1', 'train.batch_size=8']
+SMOKE_MODEL = list(TINY_OVERRIDES)
 
 
 def quickstart_settings(smoke: bool) -> dict:

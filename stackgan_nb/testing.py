@@ -63,7 +63,7 @@ def make_tiny_runs(root) -> tuple[Path, Path]:
 TINY_TRAINED = ('model.stage2_skip=stage1',)   # what `train_tiny_run` changes in the `tiny` preset
 
 
-def train_tiny_run(data, runs_root, run: str = 'demo', epochs=(10, 2), device='cpu') -> Path:
+def train_tiny_run(data, runs_root, run: str = 'demo', epochs=(20, 4), device='cpu') -> Path:
     "Train preset `tiny` (+ `TINY_TRAINED`) for real: `epochs[0]` Stage-I epochs, then `epochs[1]` Stage-II epochs; returns the run folder."
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')                    # (a tiny run's diversity warnings)

@@ -5,9 +5,9 @@ from pathlib import Path
 
 from stackgan_nb.synthetic import TINY, make_synthetic_cub
 from stackgan_nb.runs import read_jsonl
+from stackgan_nb.core import TINY_OVERRIDES
 
-TINY_MODEL = ['--set', 'model.gf_dim=4', '--set', 'model.df_dim=4', '--set', 'model.condition_dim=4', '--set', 'model.z_dim=8',
-              '--set', 'model.r_num=1', '--set', 'train.batch_size=8']
+TINY_MODEL = [a for s in TINY_OVERRIDES for a in ('--set', s)]
 
 
 def stackgan(*args):

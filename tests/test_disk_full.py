@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from stackgan_nb.checkpoint import CheckpointWriteError
+from stackgan_nb.core import TINY_OVERRIDES
 from stackgan_nb.synthetic import TINY, make_synthetic_cub
 from stackgan_nb.train import train
 
-TINY_MODEL = ['model.gf_dim=4', 'model.df_dim=4', 'model.condition_dim=4', 'model.z_dim=8', 'model.r_num=1', 'train.batch_size=8']
+TINY_MODEL = list(TINY_OVERRIDES)
 
 
 @pytest.fixture

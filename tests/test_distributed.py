@@ -10,10 +10,11 @@ from pathlib import Path
 import torch
 
 from stackgan_nb.checkpoint import load_checkpoint
+from stackgan_nb.core import TINY_OVERRIDES
 from stackgan_nb.synthetic import TINY, make_synthetic_cub
 from stackgan_nb.runs import read_jsonl
 
-TINY_MODEL = ['model.gf_dim=4', 'model.df_dim=4', 'model.condition_dim=4', 'model.z_dim=8', 'model.r_num=1', 'train.batch_size=8']
+TINY_MODEL = list(TINY_OVERRIDES)
 SCRIPT = """
 import sys, torch
 from stackgan_nb.train import Trainer, RunConfig

@@ -19,10 +19,10 @@ from stackgan_nb.synthetic import TINY, make_synthetic_cub
 STEPS = 60
 TRAIN = """
 import sys
+from stackgan_nb.core import TINY_OVERRIDES
 from stackgan_nb.train import train
 train(sys.argv[1], stage=int(sys.argv[3]), run='exact', runs_root=sys.argv[2], device='cpu', progress=False, max_steps={steps},
-      checkpoint_minutes=0.001, overrides=['model.gf_dim=4', 'model.df_dim=4', 'model.condition_dim=4', 'model.z_dim=8',
-                                          'model.r_num=1', 'train.batch_size=4', 'train.epochs=100', 'train.g_ema=0.9',
+      checkpoint_minutes=0.001, overrides=[*TINY_OVERRIDES, 'train.batch_size=4', 'train.epochs=100', 'train.g_ema=0.9',
                                           'model.d_condition=text', 'model.stage2_skip=stage1'])
 """
 
