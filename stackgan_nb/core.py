@@ -7,12 +7,13 @@ __all__ = ['INT64_MAX', 'COCO_MODEL', 'IMAGE_SIZES', 'LOAD_SIZES', 'TINY_MODEL',
            'ConfigError', 'choice', 'number', 'number_problem', 'ModelConfig', 'image_size', 'load_size', 'TrainConfig',
            'Preset', 'get_preset', 'override', 'config_dict', 'config_from_dict', 'stage_preset', 'get_device',
            'seed_everything', 'derive_seed', 'temp_path', 'temp_owner', 'pid_alive', 'remove_dead_temps',
-           'write_atomic', 'write_json', 'check_run_name', 'is_colab', 'check_device']
+           'write_atomic', 'json_safe', 'write_json', 'check_run_name', 'is_colab', 'check_device']
 
 # %% ../nbs/00_core.ipynb #859e9644
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import random
 import re
@@ -24,9 +25,6 @@ import numpy as np
 import torch
 
 # %% ../nbs/00_core.ipynb #90fc9ac5
-import math
-
-
 class ConfigError(ValueError):
     "A config field holds a value it cannot take; the message names the field and what it accepts."
 
@@ -314,6 +312,19 @@ def write_atomic(path, data) -> Path:
         finally: os.close(fd)
     except OSError: pass
     return path
+
+
+def json_safe(obj):
+    "`obj` as plain JSON data: NumPy numbers and arrays, tensors, paths, tuples and sets converted; NaN and inf as None."
+    def default(o):
+        if isinstance(o, (np.generic, np.ndarray)) or torch.is_tensor(o): return o.tolist()
+        if isinstance(o, (tuple, set, Path)): return list(o) if not isinstance(o, Path) else str(o)
+        raise TypeError(f'{type(o).__name__} is not JSON serialisable')
+    def finite(o):
+        if isinstance(o, dict): return {str(k): finite(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)): return [finite(v) for v in o]
+        return None if isinstance(o, float) and not math.isfinite(o) else o
+    return finite(json.loads(json.dumps(obj, default=default)))
 
 
 def write_json(path, obj) -> Path:

@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['TINY_TRAINED', 'fixed_weights_', 'save_fixed_run', 'make_tiny_runs', 'train_tiny_run', 'LocalServer',
-           'synthetic_download_server', 'T7Storage', 'T7Tensor', 'T7Object', 'T7Function', 'T7Writer', 'write_t7']
+           'synthetic_download_server', 'T7Storage', 'T7Tensor', 'T7Object', 'T7Function', 'T7Writer', 'write_t7',
+           'RealImages']
 
 # %% ../nbs/90_testing.ipynb #93bcc277
 import math
@@ -262,3 +263,19 @@ class T7Writer:
 def write_t7(path, obj):
     "Save `obj` as a Torch7 binary file, like Lua's `torch.save(path, obj)` (written to a temp file, then renamed)."
     return write_atomic(path, lambda f: T7Writer(f).write(obj))
+
+# %% ../nbs/90_testing.ipynb #2e335948
+class RealImages(nn.Module):
+    "Test double of a generator: for each caption embedding a real image it was written for (in turn, when images share a caption)."
+    def __init__(self, split, images, offset: float = 0.5):  # each pixel `offset` grey levels above the file's (0.5: its 8-bit PNG is the file)
+        super().__init__()
+        self.z_dim, self.seen, self.where = 4, {}, {}
+        for k, e in enumerate(torch.as_tensor(split.embeddings).flatten(0, 1)): self.where.setdefault(e.numpy().tobytes(), []).append(k)
+        self.images = (images.float() + offset).repeat_interleave(split.embeddings.shape[1], 0) / 127.5 - 1  # (N * 10, 3, 64, 64)
+    def forward(self, emb, noise):
+        idx = []
+        for e in emb.cpu():
+            key = e.numpy().tobytes()
+            self.seen[key] = self.seen.get(key, -1) + 1
+            idx.append(self.where[key][self.seen[key] % len(self.where[key])])
+        return None, self.images[idx], None, None

@@ -14,7 +14,7 @@ LAYERS = [
     {'core'},
     {'models', 'text', 'char_cnn_rnn', 'download', 'checkpoint'},
     {'losses', 'data', 'synthetic', 'runs'},
-    {'steps', 'metrics', 'inception'},
+    {'steps', 'metrics', 'inception', 'scorer'},
     {'train', 'callbacks', 'distributed'},
     {'sample', 'evaluate', 'compare', 'testing'},
     {'widgets', 'quickstart'},
