@@ -46,7 +46,7 @@ def save_fixed_run(data,                  # a CUB-layout data folder (e.g. a tin
         fixed_weights_(t.G, seed + stage)
         if t.G_ema is not None: t.G_ema.load_state_dict(t.G.state_dict())
         t.save()
-    return t.run
+    return t.run.path
 
 
 def make_tiny_runs(root) -> tuple[Path, Path]:
@@ -67,4 +67,4 @@ def train_tiny_run(data, runs_root, run: str = 'demo', epochs=(10, 2), device='c
         warnings.simplefilter('ignore')                    # (a tiny run's diversity warnings)
         for stage, n in zip((1, 2), epochs):
             t = train(data, stage, 'tiny', run, TINY_TRAINED, epochs=n, runs_root=runs_root, device=device, progress=False)
-    return t.run
+    return t.run.path
