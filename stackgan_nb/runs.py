@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
-from .checkpoint import CheckpointManager, check_finite, read_header
+from .checkpoint import DAMAGED, CheckpointManager, check_finite, read_header
 from .core import ModelConfig, check_run_name, config_from_dict, get_device, is_colab, write_atomic, write_json
 from .models import Stage1Generator, Stage2Generator
 
@@ -423,9 +423,10 @@ class Run:
             latest = self.stage(s).latest()
             if latest is not None: break
         else:
-            have = [s for s in (1, 2) if self.stage(s).exists()]
-            raise FileNotFoundError(f'Run {self.name} has no Stage-{"I" * stage} checkpoint (trained stages: {have or "none"}).'
-                                    if stage else f'Run {self.name} has no valid checkpoint in {self.path}.')
+            bad = [str(self.stage(s).path / DAMAGED) for s in ([stage] if stage else [1, 2]) if (self.stage(s).path / DAMAGED).is_dir()]
+            also = f'; unusable ones were moved to {", ".join(bad)}' if bad else ''
+            raise FileNotFoundError(f'Run {self.name} has no Stage-{"I" * stage} checkpoint (trained stages: {self.trained_stages() or "none"}){also}.'
+                                    if stage else f'Run {self.name} has no valid checkpoint in {self.path}{also}.')
         return self._generator(*latest, s, device)
 
     def _load_snapshot(self, stage, epoch: int, device):
