@@ -162,9 +162,9 @@ class CaptionWidget:
         "Close every widget of the tree."
         _close_tree(self.box)
 
-# %% ../nbs/40_widgets.ipynb #4581b997
+# %% ../nbs/40_widgets.ipynb #f017d783
 DEMO_OVERRIDES = ('model.stage2_skip=stage1',)   # two Stage-II epochs then show at least Stage-I's bird (see testing)
-DEMO_VARIANTS = {'demo-tiny': (), 'demo-no-bn': ('model.norm=none',), 'demo-rmsprop': ('train.optimizer=rmsprop',)}
+DEMO_VARIANTS = {'demo-no-bn': ('model.norm=none',), 'demo-rmsprop': ('train.optimizer=rmsprop',)}   # to compare with 'demo'
 
 
 def demo_runs(root,               # folder for the demo's data (root/data) and runs (root/runs)
@@ -212,7 +212,7 @@ def run_or_demo(name: str = 'quickstart',  # the run to look for
                               f'so its birds are faint blobs. For real birds, {how}: it keeps its run in '
                               f'{folder or "the runs folder"}, where this widget looks.')]
 
-# %% ../nbs/40_widgets.ipynb #6bcd6205
+# %% ../nbs/40_widgets.ipynb #2b07a068
 EXPLORER_VIEWS = (('Runs side by side', 'runs'), ('Epochs of one run', 'epochs'), ('Caption walk', 'captions'),
                   ('Noise walk', 'noise'))
 CARD = 256                    # px: one column (a Stage-II image, its Stage-I above it)
@@ -244,7 +244,7 @@ def score_text(scores: dict) -> str:
             ([f'caption colours {scores["colour_accuracy"]:.0%}'] if 'colour_accuracy' in scores else [])
     return ', '.join(parts) or 'not evaluated at this epoch'
 
-# %% ../nbs/40_widgets.ipynb #acc647db
+# %% ../nbs/40_widgets.ipynb #1eab67a3
 @dataclass
 class Row:
     "One row of the explorer: a run's generator (stage, epoch), its heading, and its images or the reason there are none."
@@ -291,7 +291,7 @@ def _png_image(image, size: int, cls: str) -> widgets.Image:
     w.add_class(cls)
     return w
 
-# %% ../nbs/40_widgets.ipynb #23a4516d
+# %% ../nbs/40_widgets.ipynb #af3ccd0f
 def _font(size: int = 14):
     try: return ImageFont.load_default(size=size)
     except TypeError: return ImageFont.load_default()      # Pillow < 10.1: the small bitmap font
@@ -349,7 +349,7 @@ def compose_view(title: list[str], rows: list[Row], zoom: int = 2, pad: int = 12
         else: draw.text((b[5] if len(b) > 5 else pad, b[0]), b[2], font=b[3], fill=b[4])
     return canvas, boxes
 
-# %% ../nbs/40_widgets.ipynb #a2999313
+# %% ../nbs/40_widgets.ipynb #c564c906
 def _root(root) -> Path: return runs_root(root)    # (the explorer's argument `runs_root` hides the function)
 
 
@@ -375,12 +375,12 @@ class ExperimentExplorer:
         self.save_dir = Path(save_dir) if save_dir else self.root.parent / 'views'
         self._pool, self._loads, self._encoders, self._lock = ThreadPoolExecutor(max_workers=4), {}, {}, threading.Lock()
 
-        self.runs = widgets.SelectMultiple(description='runs', rows=6, layout=widgets.Layout(width='100%'))
+        self.runs = widgets.SelectMultiple(description='runs', rows=6, layout=widgets.Layout(width='80%'))
         self.refresh_button = widgets.Button(description='Refresh list', layout=widgets.Layout(width='120px'))
         self.view = widgets.ToggleButtons(options=EXPLORER_VIEWS, value='runs')
-        lay = widgets.Layout(width='100%')
-        self.caption = widgets.Textarea(value=caption, rows=2, layout=lay, placeholder='Describe a bird')
-        self.caption_b = widgets.Textarea(value=caption_b, rows=2, layout=lay, placeholder='The caption to walk to')
+        self.caption = widgets.Textarea(value=caption, rows=2, layout=widgets.Layout(width='100%'), placeholder='Describe a bird')
+        self.caption_b = widgets.Textarea(value=caption_b, rows=2, layout=widgets.Layout(width='100%'),   # (a Layout each: one is hidden)
+                                          placeholder='The caption to walk to')
         self.n = widgets.BoundedIntText(value=n, min=1, max=8, description='samples', layout=widgets.Layout(width='150px'))
         self.steps = widgets.BoundedIntText(value=steps, min=2, max=12, description='steps', layout=widgets.Layout(width='150px'))
         self.seed = widgets.IntText(value=seed, description='seed', layout=widgets.Layout(width='150px'))
@@ -531,6 +531,9 @@ class ExperimentExplorer:
             if v.startswith('missing:'):
                 rows.append(Row(self._name(v), None, error=f'No run {self._name(v)} in {self.root} (nor a run folder of that name).'))
                 continue
+            if not Path(v).is_dir():
+                rows.append(Row(Path(v).name, None, error=f'{v} is gone (deleted, or Google Drive unmounted?): press Refresh list.'))
+                continue
             stage = self._stage_of(Path(v))
             rows.append(Row(Path(v).name, Path(v), stage, error=None if stage else f'Run {Path(v).name} has no checkpoint yet.'))
         return rows
@@ -564,10 +567,10 @@ class ExperimentExplorer:
 
     def _draw(self) -> list[tuple[str, str]]:
         rows, self._said = self.row_specs(), set()
-        self._show_rows(rows)
+        empty = [c for c in [self.caption] + ([self.caption_b] if self.view.value == 'captions' else []) if not c.value.strip()]
+        self._show_rows([] if empty else rows)                  # (no stale images under a new caption)
+        if empty: return [('error', 'The caption is empty: type a sentence describing a bird.')]
         if not rows: return [('warning', 'Pick one or more runs above.' if self.view.value != 'epochs' else 'This run kept no epochs yet.')]
-        for c in [self.caption] + ([self.caption_b] if self.view.value == 'captions' else []):
-            if not c.value.strip(): return [('error', 'The caption is empty: type a sentence describing a bird.')]
         futures = {self._future(r): i for i, r in enumerate(rows) if r.error is None}
         pending, encoders, messages = set(futures), {}, []
         deadline = time.monotonic() + self.load_timeout
