@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['Callback', 'CancelEpoch', 'run_event', 'LRSchedule', 'NonFiniteError', 'all_finite', 'NanGuard', 'Recorder',
-           'sample_grid', 'SampleGrid', 'DiversityCheck', 'EpochLog', 'plot_losses', 'Checkpointer', 'ProgressBar']
+           'sample_grid', 'SampleGrid', 'DiversityCheck', 'snapshot_epochs', 'generator_snapshot', 'Snapshots',
+           'EpochLog', 'plot_losses', 'Checkpointer', 'ProgressBar']
 
 # %% ../nbs/23_callbacks.ipynb #1378bae6
 import math
@@ -15,6 +16,7 @@ import torch
 from torchvision.utils import make_grid, save_image
 from tqdm.auto import tqdm
 
+from .core import config_dict
 from .distributed import all_reduce_
 from .metrics import diversity_score, pairwise_diversity
 from .runs import StageDir, read_jsonl
@@ -138,11 +140,55 @@ class DiversityCheck(Callback):
         row['collapsed'] = s.epoch > self.warmup and row['diversity_ratio'] < self.threshold
         was = bool(s.history and s.history[-1].get('collapsed'))           # one message per change, not per epoch
         if row['collapsed'] and not was:
+            ok = [r for r in s.history if r.get('diversity_ratio', -1) >= self.threshold]
+            last = f'; epoch {ok[-1]["epoch"]} was the last above it ({ok[-1]["diversity_ratio"]:.3f}x)' if ok else ''
             trainer.log(f'Possible mode collapse from epoch {s.epoch}: samples of "{self.caption}" with different noise differ only '
-                        f'{row["diversity_ratio"]:.3f}x as much as real birds do (threshold {self.threshold}). Compare other presets; '
-                        'log.jsonl has the diversity of every epoch, and a message follows if it recovers.')
+                        f'{row["diversity_ratio"]:.3f}x as much as real birds do (threshold {self.threshold}){last}. Compare other '
+                        'presets, and this run before and after that epoch: callbacks.Snapshots keeps its generator there, and the '
+                        '"Epochs" view of widgets.ExperimentExplorer draws each kept epoch. log.jsonl has the diversity of every '
+                        'epoch, and a message follows if it recovers.')
         elif was and not row['collapsed']:
             trainer.log(f'Diversity recovered at epoch {s.epoch}: {row["diversity_ratio"]:.3f}x real (threshold {self.threshold}).')
+
+# %% ../nbs/23_callbacks.ipynb #75f64d88
+def snapshot_epochs(epochs: int,  # epochs of the run
+                    count: int,   # how many to keep
+                   ) -> list[int]:
+    "`count` epochs spread evenly over a run of `epochs` epochs, the first and the last included."
+    if count < 1 or epochs < 1: return []
+    if count == 1: return [epochs]
+    return sorted({round(1 + (epochs - 1) * i / (count - 1)) for i in range(count)})
+
+
+def generator_snapshot(trainer) -> dict:
+    "The trainer's sampling generator, on the CPU, with what loading it needs (configs, text encoder, epoch, step)."
+    s = trainer.state
+    return {'stage': trainer.stage, 'preset': trainer.preset.name, 'epoch': s.epoch, 'step': s.step,
+            'model_config': config_dict(trainer.preset.model), 'train_config': config_dict(trainer.preset.train),
+            'text_encoder': trainer.text_encoder_spec, 'ema': s.G_ema is not None,
+            'G': {k: v.detach().cpu() for k, v in trainer.sampler.state_dict().items()}}
+
+
+class Snapshots(Callback):
+    "Keep the sampling generator alone at chosen epochs and where diversity collapses (`runs.StageDir.snapshots`)."
+    def __init__(self, epochs=None,            # epochs to keep (e.g. [1, 10, 100]); None: `count` spread over the run
+                 count: int = 5,               # how many when `epochs` is None
+                 on_collapse: bool = True):    # also keep the first epoch flagged as collapsed
+        self.epochs, self.count, self.on_collapse = epochs, count, on_collapse
+
+    def after_epoch(self, trainer, row):
+        s = trainer.state
+        wanted = self.epochs if self.epochs is not None else snapshot_epochs(trainer.preset.train.epochs, self.count)
+        fell = self.on_collapse and row.get('collapsed') and not (s.history and s.history[-1].get('collapsed'))
+        if not trainer.dist.is_main or not (s.epoch in wanted or fell): return
+        try: trainer.dir.save_snapshot(generator_snapshot(trainer), s.epoch, s.step)
+        except (OSError, ValueError) as e:         # full disk, Drive trouble, NaN weights: not worth stopping a run for
+            trainer.log(f'Could not keep the generator snapshot of epoch {s.epoch} ({e}); training goes on.')
+            return
+        row['snapshot'] = True
+        if fell:
+            trainer.log(f'Kept the generator of epoch {s.epoch}, where diversity fell below the threshold: see it beside the '
+                        f'earlier epochs in the "Epochs" view of ExperimentExplorer([{str(trainer.run.path)!r}]) (stackgan_nb.widgets).')
 
 # %% ../nbs/23_callbacks.ipynb #def98259
 class EpochLog(Callback):
