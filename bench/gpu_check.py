@@ -160,7 +160,7 @@ def sec_nan(args):
 def sec_quickstart(args):
     from stackgan_nb.quickstart import quickstart
     t0 = time.perf_counter()
-    summary = quickstart(args.work / 'qs', device=args.device, smoke=args.cpu, progress=False)
+    summary = quickstart(args.work / 'qs', device=args.device, smoke=args.cpu, progress=False, runs_root=args.work / 'qs' / 'runs')
     minutes = (time.perf_counter() - t0) / 60
     report = (args.work / 'qs' / 'runs' / 'quickstart' / 'REPORT.md').read_text()
     say(report)

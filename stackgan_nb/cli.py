@@ -68,7 +68,7 @@ def cmd_download(args) -> None:
 # %% ../nbs/50_cli.ipynb #fe8f3912
 def cmd_quickstart(args) -> None:
     "Synthetic CUB -> Stage-I -> Stage-II -> evaluation, with a report (minutes on a CPU)."
-    quickstart(root=args.root, device=args.device, smoke=True if args.smoke else None, progress=not args.quiet)
+    quickstart(root=args.root, device=args.device, smoke=True if args.smoke else None, progress=not args.quiet, runs_root=args.runs_root)
 
 
 def cmd_sample(args) -> None:
@@ -150,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog='stackgan', description='StackGAN text-to-image: train, sample, evaluate.')
     sub = parser.add_subparsers(title='commands', metavar='COMMAND')
     p = sub.add_parser('quickstart', help='train and evaluate StackGAN on a synthetic CUB (minutes on a CPU, no downloads)')
-    p.add_argument('--root', default='stackgan_quickstart', help='folder for the synthetic data and the run')
+    p.add_argument('--root', default='stackgan_quickstart', help='folder for the synthetic data')
+    p.add_argument('--runs-root', help='where the run is kept (default: $STACKGAN_RUNS, Drive on Colab, ./runs): where the widgets look')
     p.add_argument('--device', default='auto', type=device_arg, help=DEVICE_HELP)
     p.add_argument('--smoke', action='store_true', help='tiny sizes: seconds (also set by SMOKE=1)')
     p.add_argument('-q', '--quiet', action='store_true', help='no progress bars')
@@ -217,7 +218,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--runs-root')
     p.set_defaults(func=cmd_compare)
     return parser
-
 
 # %% ../nbs/50_cli.ipynb #06139d66
 PACKAGE_ERRORS = (ConfigError, DataError, DownloadError, CheckpointMismatch, RunConfigMismatch, CorruptCheckpoint,

@@ -85,15 +85,17 @@ def _loss_figure(folder: Path, path: Path) -> None:
     fig.tight_layout(); fig.savefig(path, dpi=100)
 
 
-def quickstart(root='stackgan_quickstart', device='auto', smoke: bool | None = None, progress: bool = True) -> dict:
-    "Synthetic CUB -> Stage-I -> Stage-II -> evaluation -> grid, curves, scores and REPORT.md in `root/runs/quickstart`."
+def quickstart(root='stackgan_quickstart',   # folder for the synthetic data
+               device='auto', smoke: bool | None = None, progress: bool = True,
+               runs_root=None,               # where the run is kept; default: `runs.runs_root()` ($STACKGAN_RUNS, Drive on Colab, ./runs)
+              ) -> dict:
+    "Synthetic CUB -> Stage-I -> Stage-II -> evaluation -> grid, curves, scores and REPORT.md in the run `quickstart` of the default runs folder."
     smoke = os.environ.get('SMOKE') == '1' if smoke is None else smoke
     cfg, root, t0 = quickstart_settings(smoke), Path(root).expanduser(), time.time()
     dev = get_device(device)
     data = make_synthetic_cub(root / 'data', **cfg['world'], progress=progress)
-    runs = root / 'runs'
     for stage, overrides, epochs in zip((1, 2), cfg['overrides'], cfg['epochs']):
-        t = train(data, stage, 'stackgan', RUN, overrides, epochs=epochs, runs_root=runs, device=dev, progress=progress)
+        t = train(data, stage, 'stackgan', RUN, overrides, epochs=epochs, runs_root=runs_root, device=dev, progress=progress)
     folder = t.run.path
     scorer, _ = synthetic_scorer(data, epochs=cfg['scorer_epochs'], device=dev)
     evaluation = evaluate_run(folder, samples=cfg['samples'], device=dev)

@@ -23,7 +23,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .callbacks import (CancelEpoch, Checkpointer, DiversityCheck, EpochLog, LRSchedule, NanGuard, NonFiniteError, ProgressBar,
-                                   Recorder, SampleGrid, all_finite, run_event)
+                                   Recorder, SampleGrid, Snapshots, all_finite, run_event)
 from .checkpoint import CheckpointWriteError, check_finite, require_keys, rng_state, set_rng_state
 from .core import (PRESETS, ModelConfig, Preset, TrainConfig, _Checked, choice, config_dict, config_from_dict, derive_seed,
                               get_device, image_size, load_size, number, override, seed_everything, stage_preset)
@@ -55,6 +55,7 @@ class RunConfig(_Checked):
     sync_batchnorm: bool = False      # several GPUs: BatchNorm statistics over the global batch (CUDA only)
     workers: int = number(6, 0, doc="DataLoader processes of the baseline's per-image pipeline (the official setting: 6)")
     sample_every: int = number(1, 1, doc='write a sample grid every this many epochs')
+    snapshots: int = number(5, 0, doc='keep the sampling generator alone at this many epochs spread over the run, and where diversity collapses (0: none)')
     n_samples: int = number(8, 1, doc='captions in the sample grid')
     diversity_threshold: float = number(0.05, 0, doc='warn about mode collapse when sample diversity < this x real-image diversity')
     collapse_warmup: int = number(2, 0, doc='epochs before the mode-collapse warning is armed (an untrained G is flat, not collapsed)')
@@ -351,6 +352,7 @@ class Trainer:
         caption = split.captions[first[0]][0] if split.captions and split.captions[first[0]] else 'the first grid caption'
         self.callbacks = [LRSchedule(), NanGuard(), Recorder(), SampleGrid(fixed, noise, config.sample_every),
                           DiversityCheck(fixed[:1], real, caption, config.seed, config.diversity_threshold, config.collapse_warmup),
+                          *([Snapshots(count=config.snapshots)] if config.snapshots else []),
                           *callbacks, EpochLog(), Checkpointer(), ProgressBar()]
         if self.dist.rank: torch.manual_seed(self._noise_seed())   # each rank draws its own noise
 

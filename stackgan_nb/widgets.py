@@ -180,7 +180,7 @@ def demo_runs(root,               # folder for the demo's data (root/data) and r
         for name, overrides in (variants or {'demo': ()}).items():
             for stage, n in zip((1, 2), epochs):
                 if n: t = train(data, stage, 'tiny', name, DEMO_OVERRIDES + tuple(overrides), epochs=n, runs_root=root / 'runs',
-                                device=device, progress=False, callbacks=[Snapshots(epochs=range(1, n + 1))])
+                                device=device, progress=False, snapshots=0, callbacks=[Snapshots(epochs=range(1, n + 1))])
             folders.append(t.run.path)
     return folders
 

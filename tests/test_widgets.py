@@ -143,8 +143,6 @@ def test_no_run_means_a_demo_run_and_a_notice_that_says_why(tmp_path):
     w.close()
 
 
-@pytest.mark.xfail(strict=True, reason='until the quickstart keeps its run in the default runs folder (runs.runs_root()) instead of '
-                                       'ROOT/runs: the change proposed with the explorer; remove this mark when it is made')
 def test_quickstart_then_the_widget_finds_that_run(tmp_path, monkeypatch, capsys):
     "The newcomer's path: `stackgan quickstart` with its defaults, then tutorial 4's widget, in the same folder."
     from stackgan_nb.cli import main
