@@ -55,7 +55,7 @@ class RunConfig(_Checked):
     sync_batchnorm: bool = False      # several GPUs: BatchNorm statistics over the global batch (CUDA only)
     workers: int = number(6, 0, doc="DataLoader processes of the baseline's per-image pipeline (the official setting: 6)")
     sample_every: int = number(1, 1, doc='write a sample grid every this many epochs')
-    snapshots: int = number(5, 0, doc='keep the sampling generator alone at this many epochs spread over the run, and where diversity collapses (0: none)')
+    snapshots: int = number(5, 0, doc='keep the sampling generator alone at this many epochs spread over the run, and where diversity collapses (0: none; a Snapshots callback passed in callbacks= replaces this one)')
     n_samples: int = number(8, 1, doc='captions in the sample grid')
     diversity_threshold: float = number(0.05, 0, doc='warn about mode collapse when sample diversity < this x real-image diversity')
     collapse_warmup: int = number(2, 0, doc='epochs before the mode-collapse warning is armed (an untrained G is flat, not collapsed)')
@@ -352,7 +352,8 @@ class Trainer:
         caption = split.captions[first[0]][0] if split.captions and split.captions[first[0]] else 'the first grid caption'
         self.callbacks = [LRSchedule(), NanGuard(), Recorder(), SampleGrid(fixed, noise, config.sample_every),
                           DiversityCheck(fixed[:1], real, caption, config.seed, config.diversity_threshold, config.collapse_warmup),
-                          *([Snapshots(count=config.snapshots)] if config.snapshots else []),
+                          *([Snapshots(count=config.snapshots)]                       # a user's own Snapshots replaces it
+                            if config.snapshots and not any(isinstance(c, Snapshots) for c in callbacks) else []),
                           *callbacks, EpochLog(), Checkpointer(), ProgressBar()]
         if self.dist.rank: torch.manual_seed(self._noise_seed())   # each rank draws its own noise
 
