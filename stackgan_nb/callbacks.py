@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['Callback', 'CancelEpoch', 'run_event', 'LRSchedule', 'NonFiniteError', 'all_finite', 'NanGuard', 'Recorder',
            'sample_grid', 'SampleGrid', 'DiversityCheck', 'snapshot_epochs', 'generator_snapshot', 'Snapshots',
-           'EpochLog', 'plot_losses', 'Checkpointer', 'ProgressBar']
+           'EpochLog', 'plot_losses', 'Checkpointer', 'DriveCopies', 'ProgressBar']
 
 # %% ../nbs/23_callbacks.ipynb #1378bae6
 import math
@@ -240,6 +240,21 @@ class Checkpointer(Callback):
 
     def after_epoch(self, trainer, row):
         if self.due or trainer.state.step >= trainer.total: trainer.save()
+
+# %% ../nbs/23_callbacks.ipynb #fc087e61
+class DriveCopies(Callback):
+    "With checkpoints copied to Drive (`runs.MirroredCheckpoints`): warn after the first epoch if the rest of the run's copies would not fit; at the end, Drive holds the newest."
+    def before_fit(self, trainer): self.t0, self.step0, self.done = time.monotonic(), trainer.state.step, False
+
+    def after_epoch(self, trainer, row):
+        s = trainer.state
+        if self.done or not trainer.dist.is_main or s.step <= self.step0: return
+        self.done = True
+        seconds_left = (trainer.total - s.step) * (time.monotonic() - self.t0) / (s.step - self.step0)
+        if (warning := trainer.ckpt.room_warning(seconds_left)): trainer.log(warning)
+
+    def after_fit(self, trainer):                 # (a rerun after a failed last copy: nothing to train, but the copy)
+        if trainer.dist.is_main: trainer.ckpt.copy_newest()
 
 # %% ../nbs/23_callbacks.ipynb #7e580bd3
 class ProgressBar(Callback):

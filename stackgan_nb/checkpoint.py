@@ -245,12 +245,15 @@ class CheckpointManager:
                  keep: int = 3,  # checkpoints kept (at least 1; more survive Drive sync damage)
                  every_minutes: float | None = 10.0,  # `due()` after this long since the last save; None: never
                  prefix: str = 'ckpt',  # file name prefix
-                 clock=time.monotonic):  # seconds; injectable for tests
+                 clock=time.monotonic,  # seconds; injectable for tests
+                 seq_folders=(),  # more folders whose save numbers this one continues (copies elsewhere: `runs.MirroredCheckpoints`)
+                ):
         if keep < 1: raise ValueError(f'keep={keep}: keep at least 1 checkpoint (3 or more on Drive).')
         self.run, self.keep, self.every_minutes, self.prefix, self.clock = Path(run), keep, every_minutes, check_run_name(prefix), clock
         self._name = re.compile(rf'{re.escape(prefix)}-(\d+)-step(\d+)\.pt')
         self._verified = {}  # name -> (size, mtime_ns) of files whose hash this process has checked (or written)
         self.last_save = clock()
+        self.seq_folders = [Path(f) for f in seq_folders]
 
     def list(self) -> list[Path]:
         "This run's checkpoint files, oldest first."
@@ -263,7 +266,7 @@ class CheckpointManager:
 
     def _next_seq(self) -> int:
         "One more than any save number used here, moved-aside files included (so their names are never reused)."
-        seqs = [int(m[1]) for folder in (self.run, self.run / DAMAGED) for p in folder.glob(f'{self.prefix}-*.pt')
+        seqs = [int(m[1]) for folder in (self.run, self.run / DAMAGED, *self.seq_folders) for p in folder.glob(f'{self.prefix}-*.pt')
                 if (m := self._name.fullmatch(p.name))]
         return max(seqs, default=0) + 1
 
@@ -334,34 +337,40 @@ class CheckpointManager:
             else: self.set_aside(p, why)
         remove_dead_temps(self.run)  # only temp files whose writing process is gone (never a live writer's)
 
+    def load_one(self, p: Path, map_location='cpu', check=None, problems=None) -> dict | None:
+        "The state in checkpoint `p` if it verifies, loads and passes `check`; else None, with the reason appended to `problems` (damaged or rejected files are moved aside)."
+        problems = [] if problems is None else problems
+        try: meta = verify_checkpoint(p)
+        except CorruptCheckpoint as e:  # truncated or changed bytes: the file is damaged
+            problems.append(f'{p.name}: {e}')
+            self.set_aside(p, str(e))
+            return None
+        except OSError as e:  # could not read it now (Drive I/O trouble); it may be fine later: left in place
+            problems.append(f'{p.name}: {e}')
+            warnings.warn(f'Skipping checkpoint {p}: {e}. Falling back to the previous one.', CheckpointWarning, stacklevel=3)
+            return None
+        self._remember(p)
+        try: state = _load_verified(p, meta, map_location)
+        except (CorruptCheckpoint, OSError) as e:  # the bytes are as written: not this file's fault (map_location, torch version)
+            problems.append(f'{p.name}: {e}')
+            warnings.warn(f'Skipping checkpoint {p}: {e}. Falling back to the previous one.', CheckpointWarning, stacklevel=3)
+            return None
+        if check is not None:
+            try: check(state)
+            except ValueError as e:  # e.g. NonFiniteCheckpoint from `check_finite`
+                problems.append(f'{p.name}: {e}')
+                self.set_aside(p, str(e))
+                return None
+        return state
+
     def latest(self, map_location='cpu',
                check=None,  # `check(state)` raising `ValueError` rejects a checkpoint (e.g. `check_finite`)
               ) -> tuple[dict, Path] | None:
         "(state, path) of the newest checkpoint that verifies, loads and passes `check`, or None. Damaged or rejected files are moved aside."
         files, problems = self.list(), []
         for p in reversed(files):
-            try: meta = verify_checkpoint(p)
-            except CorruptCheckpoint as e:  # truncated or changed bytes: the file is damaged
-                problems.append(f'{p.name}: {e}')
-                self.set_aside(p, str(e))
-                continue
-            except OSError as e:  # could not read it now (Drive I/O trouble); it may be fine later: left in place
-                problems.append(f'{p.name}: {e}')
-                warnings.warn(f'Skipping checkpoint {p}: {e}. Falling back to the previous one.', CheckpointWarning, stacklevel=2)
-                continue
-            self._remember(p)
-            try: state = _load_verified(p, meta, map_location)
-            except (CorruptCheckpoint, OSError) as e:  # the bytes are as written: not this file's fault (map_location, torch version)
-                problems.append(f'{p.name}: {e}')
-                warnings.warn(f'Skipping checkpoint {p}: {e}. Falling back to the previous one.', CheckpointWarning, stacklevel=2)
-                continue
-            if check is not None:
-                try: check(state)
-                except ValueError as e:  # e.g. NonFiniteCheckpoint from `check_finite`
-                    problems.append(f'{p.name}: {e}')
-                    self.set_aside(p, str(e))
-                    continue
-            return state, p
+            state = self.load_one(p, map_location, check, problems)
+            if state is not None: return state, p
         if problems:
             warnings.warn(f'No usable checkpoint in {self.run}: all {len(files)} failed ({"; ".join(problems)}). '
                           f'Training would start from scratch; the damaged files are in {self.run / DAMAGED}.',

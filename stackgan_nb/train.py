@@ -13,7 +13,7 @@ import copy
 import dataclasses
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -22,8 +22,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .callbacks import (CancelEpoch, Checkpointer, DiversityCheck, EpochLog, LRSchedule, NanGuard, NonFiniteError, ProgressBar,
-                                   Recorder, SampleGrid, Snapshots, all_finite, run_event)
+from .callbacks import (CancelEpoch, Checkpointer, DiversityCheck, DriveCopies, EpochLog, LRSchedule, NanGuard,
+                                   NonFiniteError, ProgressBar, Recorder, SampleGrid, Snapshots, all_finite, run_event)
 from .checkpoint import CheckpointWriteError, check_finite, require_keys, rng_state, set_rng_state
 from .core import (PRESETS, ModelConfig, Preset, TrainConfig, _Checked, choice, config_dict, config_from_dict, derive_seed,
                               get_device, image_size, load_size, number, override, seed_everything, stage_preset)
@@ -31,7 +31,7 @@ from .data import Batcher, OfficialLoader, load_images, read_cub
 from .distributed import all_gather_object, barrier, init_distributed, wrap_ddp
 from .losses import OFFICIAL_BCE
 from .models import CheckpointMismatch, build_models
-from .runs import Run
+from .runs import MirroredCheckpoints, Run
 from .steps import DLoss, GraphedTrainStep, load_optimizer_state, make_optimizers, train_step
 
 # %% ../nbs/24_train.ipynb #3d23fd71
@@ -42,6 +42,9 @@ class RunConfig(_Checked):
     checkpoint_epochs: int = number(1, 0, doc='also checkpoint at the end of every this many epochs (0: by time only; the last step always saves)')
     checkpoint_min_minutes: float = number(1.0, 0, doc='epoch-end checkpoints at most this often (a GPU can finish an epoch faster than a 1.2 GB Stage-II checkpoint is written)')
     keep: int = number(3, 1, doc='checkpoints kept on disk (the newest)')
+    local_checkpoints: str = field(default='auto', metadata={'doc': "where checkpoints are written first: 'auto' = for a run on Google Drive, the VM's disk (/content/stackgan_local or $STACKGAN_LOCAL) with copies on Drive every drive_copy_minutes; 'off' = straight into the run folder; or a folder on the VM's disk"})
+    drive_copy_minutes: float = number(30.0, 0, lo_open=True, doc="with local checkpoints: copy the newest to the run folder this often (and at the end); a VM reset loses at most this much")
+    drive_keep: int = number(2, 1, doc='with local checkpoints: copies kept in the run folder')
     save_retries: int = number(3, 0, doc='a checkpoint that cannot be written (disk or Drive full) is tried again this many times before training stops')
     save_retry_seconds: float = number(30.0, 0, doc='wait before the first retry; each further wait is 4x longer (30 s, 2 min, 8 min)')
     nan_policy: str = choice('rollback', 'rollback', 'stop', doc='non-finite loss/weights: roll back and lower the LR, or stop')
@@ -343,7 +346,8 @@ class Trainer:
         self.autocast, scalers = precision(self.device, self.speed.amp, cache=not self.speed.cuda_graph)
         self.state = TrainState(G, D, opt_g, opt_d, scalers, G_ema, self.batcher)
         self._make_step()
-        self.ckpt = self.dir.checkpoints(config.keep, config.checkpoint_minutes)
+        self.ckpt = self.dir.checkpoints(config.keep, config.checkpoint_minutes, config.local_checkpoints, config.drive_copy_minutes,
+                                         config.drive_keep, log=self.log)        # (on Drive: first on the VM's disk)
         total = tcfg.epochs * len(self.batcher)
         self.total = total if max_steps is None else min(total, max_steps)
 
@@ -354,7 +358,8 @@ class Trainer:
                           DiversityCheck(fixed[:1], real, caption, config.seed, config.diversity_threshold, config.collapse_warmup),
                           *([Snapshots(count=config.snapshots)]                       # a user's own Snapshots replaces it
                             if config.snapshots and not any(isinstance(c, Snapshots) for c in callbacks) else []),
-                          *callbacks, EpochLog(), Checkpointer(), ProgressBar()]
+                          *callbacks, EpochLog(), Checkpointer(), ProgressBar(),
+                          *([DriveCopies()] if self.mirrored else [])]
         if self.dist.rank: torch.manual_seed(self._noise_seed())   # each rank draws its own noise
 
     # -- the step ----------------------------------------------------------------------------------------------
@@ -414,7 +419,7 @@ class Trainer:
         "Save `checkpoint`; a write that fails (disk or Drive full) is tried again after waiting, `save_retries` times, then training stops."
         delay, tries = self.cfg.save_retry_seconds, self.cfg.save_retries + 1
         for attempt in range(1, tries + 1):
-            try: return self.ckpt.save(checkpoint, self.state.step)
+            try: return self.ckpt.save(checkpoint, self.state.step, **({'copy': True} if self.mirrored and self.state.step >= self.total else {}))
             except CheckpointWriteError as e:
                 if attempt == tries:
                     raise CheckpointWriteError(f'{e} Gave up after {tries} attempts: training stopped at step {self.state.step}. '
@@ -450,6 +455,7 @@ class Trainer:
             self.load(latest[0])
             self.log(f'Resumed {self.dir.path} at epoch {self.epoch}, step {self.step} from {latest[1].name}.')
             if self.legacy: self.log(f'This run was started before some options existed; it continues as it was trained: {", ".join(self.legacy)}.')
+        if self.mirrored and self.dist.is_main: self.log(self.ckpt.plan())
         if self.forced and self.dist.is_main: self.dir.check_identity(self.identity, force=True)   # the old weights fit: record it
         self.started = True
         return self
@@ -483,6 +489,7 @@ class Trainer:
     lr_scale = property(lambda self: self.state.lr_scale)
     history = property(lambda self: self.state.history)
     folder = property(lambda self: self.dir.path)
+    mirrored = property(lambda self: isinstance(self.ckpt, MirroredCheckpoints), doc="Checkpoints first on the VM's disk, copies in the run folder.")
 
     def event(self, name: str, *args) -> None: run_event(self.callbacks, name, self, *args)
 

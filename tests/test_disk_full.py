@@ -1,12 +1,8 @@
 """A disk that fills up during training, for real: a size-limited tmpfs as the runs folder (needs root to mount; CI runs
 as root). A checkpoint that cannot be written is tried again after a wait; freed space lets training go on, and a disk
 that stays full stops training with a message saying how the run resumes, the earlier checkpoints intact."""
-import os
-import subprocess
 import threading
 import time
-import uuid
-from pathlib import Path
 
 import pytest
 
@@ -15,28 +11,9 @@ from stackgan_nb.core import TINY_OVERRIDES
 from stackgan_nb.synthetic import TINY, make_synthetic_cub
 from stackgan_nb.train import train
 
+from conftest import fill
+
 TINY_MODEL = list(TINY_OVERRIDES)
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    "A 4 MB tmpfs mounted at tmp_path/disk (unmounted afterwards)."
-    disk = tmp_path / 'disk'
-    disk.mkdir()
-    r = subprocess.run(['mount', '-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', str(disk)], capture_output=True, text=True)
-    if r.returncode:
-        if os.environ.get('REQUIRE_MOUNT_TEST') == '1': raise RuntimeError(f'cannot mount a tmpfs: {r.stderr}')
-        pytest.skip(f'mounting a tmpfs needs root ({r.stderr.strip()})')
-    yield disk
-    subprocess.run(['umount', '-l', str(disk)])
-
-
-def fill(disk: Path, leave: int = 64 * 1024) -> Path:
-    "Fill `disk` up to `leave` free bytes with one file; returns it."
-    filler = disk / f'filler-{uuid.uuid4().hex[:6]}'
-    st = os.statvfs(disk)
-    with open(filler, 'wb') as f: f.write(b'\0' * max(0, st.f_bavail * st.f_frsize - leave))
-    return filler
 
 
 def test_a_full_disk_is_retried_then_training_goes_on(tmp_path, small_disk):
