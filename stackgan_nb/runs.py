@@ -498,9 +498,9 @@ class StageDir:
             write_atomic(f, token + '\n')
         return Path(root) / f'{self.path.parent.name}-{token}' / self.path.name
 
-    def latest(self, map_location='cpu') -> tuple[dict, Path] | None:
-        "(state, path) of the newest checkpoint that verifies, loads and is finite; None when there is none."
-        return self.checkpoints().latest(map_location, check=check_finite) if self.exists() else None
+    def latest(self, map_location='cpu', local='auto') -> tuple[dict, Path] | None:
+        "(state, path) of the newest checkpoint (here or, see `local_root`, on the VM's disk) that verifies, loads and is finite; None when there is none."
+        return self.checkpoints(local=local).latest(map_location, check=check_finite) if self.exists() else None
 
     def has_checkpoint(self) -> bool: return bool(self.exists() and self.checkpoints().list())
 

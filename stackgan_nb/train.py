@@ -250,9 +250,9 @@ class TrainState:
         return own
 
 # %% ../nbs/24_train.ipynb #581f605f
-def stage1_weights(run: Run, preset: Preset) -> dict:
-    "The trained Stage-I generator of `run` (its moving average when kept), checked against the Stage-II `preset`."
-    s1 = run.stage(1).latest()
+def stage1_weights(run: Run, preset: Preset, local='auto') -> dict:
+    "The trained Stage-I generator of `run` (its moving average when kept), checked against the Stage-II `preset`; `local`: see `runs.local_root`."
+    s1 = run.stage(1).latest(local=local)
     if s1 is None:
         raise FileNotFoundError(f'Stage-II needs a trained Stage-I: no Stage-I checkpoint in {run.stage(1).path}. '
                                 f'Train it first: stackgan train --stage 1 --run {run.name} ...')
@@ -330,7 +330,7 @@ class Trainer:
         self.identity = experiment_identity(stage, self.preset)
         self.forced = self.dir.check_identity(self.identity, force, write=False)   # refused here, before any work
         self.speed = speed_settings(config, self.device, stage, tcfg, self.dist.world_size)
-        stage1 = stage1_weights(self.run, self.preset) if stage == 2 else None
+        stage1 = stage1_weights(self.run, self.preset, config.local_checkpoints) if stage == 2 else None
 
         split = read_cub(data, 'train')
         if split.embeddings.shape[-1] != mcfg.text_dim:

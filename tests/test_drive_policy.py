@@ -43,6 +43,7 @@ def test_a_full_drive_is_a_message_and_the_rerun_copies_what_is_missing(tmp_path
     said = t.dir.messages()
     assert t.epoch == 2 and 'Could not copy checkpoint' in said and 'No space left on device' in said, said
     assert steps(t.ckpt.remote.list()) == before and steps(t.ckpt.local.list())[-1] == t.step   # Drive's copies intact
+    assert t.dir.latest(local=opts['local_checkpoints'])[0]['step'] == t.step            # what Stage-II would start from
     filler.unlink()                                                                      # the bin emptied
     rerun = train(data, 1, 'tiny', 'full', epochs=2, **opts)                             # nothing to train; the copy
     assert steps(rerun.ckpt.remote.list())[-1] == t.step
