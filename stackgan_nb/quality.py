@@ -6,9 +6,9 @@
 __all__ = ['BIRD_REGION', 'LOW_SIZE', 'MIN_STEPS', 'MIN_CAPTIONS', 'SPLIT_NAMES', 'bird_region', 'luminance', 'upsample',
            'detail', 'stage_images', 'derangement', 'to_scorer_size', 'following', 'stage_quality', 'real_quality',
            'caveat', 'quality_report', 'quality_file', 'read_quality', 'quality_lines', 'quality_summary',
-           'quality_columns', 'quality_main', 'detail_window', 'stage_grid']
+           'quality_columns', 'quality_main', 'detail_window', 'same_square', 'stage_grid']
 
-# %% ../nbs/35_quality.ipynb #405b1ef0
+# %% ../nbs/35_quality.ipynb #af1ae6a7
 import json
 from pathlib import Path
 
@@ -26,7 +26,7 @@ from .runs import Run
 from .scorer import attribute_report, caption_labels, center_crop, is_synthetic, pick_captions, synthetic_scorer
 from .synthetic import PARTS
 
-# %% ../nbs/35_quality.ipynb #4fa3e913
+# %% ../nbs/35_quality.ipynb #4593816d
 BIRD_REGION = 2 / 3                                        # the central part of a cached crop that the bird's box covers
 
 
@@ -37,7 +37,7 @@ def bird_region(images: torch.Tensor, fraction: float = BIRD_REGION) -> torch.Te
     o = (S - r) // 2
     return images[..., o:o + r, o:o + r]                   # (..., r, r)
 
-# %% ../nbs/35_quality.ipynb #5208b6ad
+# %% ../nbs/35_quality.ipynb #46219b01
 LOW_SIZE = 64                                              # Stage-I's resolution: the detail beyond it is Stage-II's job
 
 
@@ -58,7 +58,7 @@ def detail(images: torch.Tensor, low: int = LOW_SIZE, fraction: float = BIRD_REG
     coarse = upsample(F.interpolate(g, size=(low, low), mode='area'), g.shape[-1])  # (B, 1, S, S): the 64 px content
     return bird_region(g - coarse, fraction).pow(2).mean((1, 2, 3)).sqrt()
 
-# %% ../nbs/35_quality.ipynb #47f7666b
+# %% ../nbs/35_quality.ipynb #8ef0015e
 @torch.no_grad()
 def stage_images(G: nn.Module, text_embeddings: torch.Tensor, batch_size: int = 64, seed: int = 0):
     "Yield (Stage-I images or None, final images) for `text_embeddings` (M, text_dim): the images `metrics.generated_images` draws."
@@ -79,7 +79,7 @@ def derangement(n: int, seed: int = 0) -> torch.Tensor:
     out[perm] = perm.roll(-1)                              # each element takes the next one's place in a random cycle
     return out
 
-# %% ../nbs/35_quality.ipynb #a35b5115
+# %% ../nbs/35_quality.ipynb #6f8ed4ea
 def to_scorer_size(images: torch.Tensor, size: int = 64) -> torch.Tensor:
     "Images as the scorer reads them: 8-bit values (a PNG's), at `size` px (antialiased bilinear, like `AttributeClassifier`)."
     x = ((images.float().clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1
@@ -99,7 +99,7 @@ def following(images: torch.Tensor, captions: list[str], scorer: AttributeClassi
             'per_part_shuffled': {p: s['accuracy'][p] for p in PARTS if p in s['accuracy']},
             'n_captions': len(captions), 'x_chance': m['colour_vs_chance'], 'majority': m['colour_majority']}
 
-# %% ../nbs/35_quality.ipynb #5926ae3d
+# %% ../nbs/35_quality.ipynb #685a1a49
 def _caption_pairs(split: CUBSplit, n_captions: int | None, seed: int) -> list[tuple[int, int]]:
     "(image, caption) pairs of `n_captions` captions whose texts exist (the scorer compares against the text)."
     pairs = [(i, j) for i, j in pick_captions(split, n_captions, seed) if j < len(split.captions[i])]
@@ -149,7 +149,7 @@ def real_quality(split: CUBSplit, scorer: AttributeClassifier | None = None, n_c
         out['detail'] = {'real': detail(center_crop(big[:n], size).float() / 127.5 - 1).mean().item(), 'n_images': n}
     return out
 
-# %% ../nbs/35_quality.ipynb #f818b14f
+# %% ../nbs/35_quality.ipynb #63142c97
 MIN_STEPS = 200                                             # fewer training steps: the images are not yet a bird
 MIN_CAPTIONS = 200                                          # fewer captions: the accuracies are mostly noise
 SPLIT_NAMES = {'train': 'training species', 'test': 'held-out species'}
@@ -164,7 +164,7 @@ def caveat(smoke: bool = False, steps: int | None = None, n_captions: int | None
         return f'{n_captions} captions only (< {MIN_CAPTIONS}): the accuracies are mostly noise.'
     return None
 
-# %% ../nbs/35_quality.ipynb #2a7cb3ae
+# %% ../nbs/35_quality.ipynb #ed0032d0
 def quality_report(run,                          # run name (under runs_root) or run folder
                    data=None,                    # the data folder; None: the one recorded in the run
                    n_captions: int | None = 1000, # captions per split and stage (scorer), None: all
@@ -189,8 +189,9 @@ def quality_report(run,                          # run name (under runs_root) or
     for stage in stages:
         G, info = run.load_generator(stage, device=device)
         steps = max(steps or 0, info['step'])             # (Stage-II's few fine-tuning steps sit on a trained Stage-I)
-        out[f'stage{stage}'] = {'epoch': info['epoch'], 'step': info['step'],
-                                **{k: stage_quality(G, s, scorer, n_captions, detail_images, seed) for k, s in splits.items()}}
+        out[f'stage{stage}'] = {'epoch': info['epoch'], 'step': info['step']}
+        if scorer is None and stage == 1: continue         # (real CUB: nothing to measure on a 64 px generator)
+        out[f'stage{stage}'].update({k: stage_quality(G, s, scorer, n_captions, detail_images, seed) for k, s in splits.items()})
     counts = [r.get('n_captions') for r in out['real'].values() if r.get('n_captions')]
     out['caveat'] = caveat(smoke, steps, min(counts) if counts else None)
     out = json_safe(out)                                   # (what quality.json holds: plain numbers, no inf)
@@ -208,7 +209,7 @@ def read_quality(run, runs_root=None) -> dict:
     p = quality_file(Run.find(run, runs_root))
     return json.loads(p.read_text()) if p.exists() else {}
 
-# %% ../nbs/35_quality.ipynb #bbcbcf96
+# %% ../nbs/35_quality.ipynb #6affdf3b
 def _stage_name(stage: str) -> str: return f'Stage-{"I" * int(stage[-1])}'
 
 
@@ -276,7 +277,7 @@ def quality_columns(q: dict, stage: int, split: str = 'test') -> dict:
     return {'matched': f.get('matched'), 'shuffled': f.get('shuffled'), 'real_acc': rf.get('matched'),
             'detail_x_real': d['stage2'] / real_d if d and real_d else None}
 
-# %% ../nbs/35_quality.ipynb #343545cf
+# %% ../nbs/35_quality.ipynb #40a08107
 def quality_main(run, data=None, runs_root=None, device='auto', n_captions: int | None = 1000, seed: int = 0) -> dict:
     "`stackgan evaluate`'s caption and detail part: write run/quality.json and print its summary."
     q = quality_report(run, data, n_captions, seed=seed, device=device, runs_root=runs_root)
@@ -284,7 +285,7 @@ def quality_main(run, data=None, runs_root=None, device='auto', n_captions: int 
     print(f'Caption and detail scores written to {Path(q["run"]) / "quality.json"}')
     return q
 
-# %% ../nbs/35_quality.ipynb #6b5f2626
+# %% ../nbs/35_quality.ipynb #e542f313
 def detail_window(image: torch.Tensor, zoom: int = 64, fraction: float = BIRD_REGION) -> tuple[int, int]:
     "(top, left) of the `zoom` px window inside the bird region of one image (3, S, S) with the most detail energy (on a zoom/4 grid)."
     S = image.shape[-1]
@@ -296,6 +297,13 @@ def detail_window(image: torch.Tensor, zoom: int = 64, fraction: float = BIRD_RE
     sub = energy[lo:hi, lo:hi]
     k = int(sub.argmax())
     return (lo + k // sub.shape[1]) * step, (lo + k % sub.shape[1]) * step
+
+
+def same_square(stage1: torch.Tensor, stage2: torch.Tensor, zoom: int = 64) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int]]:
+    "(Stage-I's square, Stage-II's square, (top, left)): the same region of one sample's images (3, s, s) and (3, S, S), at Stage-II's most detailed `zoom` px window."
+    t, l = detail_window(stage2, zoom)
+    f = stage2.shape[-1] // stage1.shape[-1]                  # (4: a Stage-I pixel covers 4x4 of Stage-II's)
+    return stage1[:, t // f:(t + zoom) // f, l // f:(l + zoom) // f], stage2[:, t:t + zoom, l:l + zoom], (t, l)
 
 
 @torch.no_grad()
