@@ -8,7 +8,7 @@ __all__ = ['BIRD_REGION', 'LOW_SIZE', 'MIN_STEPS', 'MIN_CAPTIONS', 'SPLIT_NAMES'
            'caveat', 'quality_report', 'quality_file', 'read_quality', 'quality_lines', 'quality_summary',
            'quality_columns', 'quality_main', 'detail_window', 'same_square', 'stage_grid']
 
-# %% ../nbs/35_quality.ipynb #af1ae6a7
+# %% ../nbs/35_quality.ipynb #17ccb0cc
 import json
 from pathlib import Path
 
@@ -26,7 +26,7 @@ from .runs import Run
 from .scorer import attribute_report, caption_labels, center_crop, is_synthetic, pick_captions, synthetic_scorer
 from .synthetic import PARTS
 
-# %% ../nbs/35_quality.ipynb #4593816d
+# %% ../nbs/35_quality.ipynb #d12c1d23
 BIRD_REGION = 2 / 3                                        # the central part of a cached crop that the bird's box covers
 
 
@@ -37,7 +37,7 @@ def bird_region(images: torch.Tensor, fraction: float = BIRD_REGION) -> torch.Te
     o = (S - r) // 2
     return images[..., o:o + r, o:o + r]                   # (..., r, r)
 
-# %% ../nbs/35_quality.ipynb #46219b01
+# %% ../nbs/35_quality.ipynb #933c6899
 LOW_SIZE = 64                                              # Stage-I's resolution: the detail beyond it is Stage-II's job
 
 
@@ -58,7 +58,7 @@ def detail(images: torch.Tensor, low: int = LOW_SIZE, fraction: float = BIRD_REG
     coarse = upsample(F.interpolate(g, size=(low, low), mode='area'), g.shape[-1])  # (B, 1, S, S): the 64 px content
     return bird_region(g - coarse, fraction).pow(2).mean((1, 2, 3)).sqrt()
 
-# %% ../nbs/35_quality.ipynb #8ef0015e
+# %% ../nbs/35_quality.ipynb #5a1dd749
 @torch.no_grad()
 def stage_images(G: nn.Module, text_embeddings: torch.Tensor, batch_size: int = 64, seed: int = 0):
     "Yield (Stage-I images or None, final images) for `text_embeddings` (M, text_dim): the images `metrics.generated_images` draws."
@@ -79,7 +79,7 @@ def derangement(n: int, seed: int = 0) -> torch.Tensor:
     out[perm] = perm.roll(-1)                              # each element takes the next one's place in a random cycle
     return out
 
-# %% ../nbs/35_quality.ipynb #6f8ed4ea
+# %% ../nbs/35_quality.ipynb #a1301ca4
 def to_scorer_size(images: torch.Tensor, size: int = 64) -> torch.Tensor:
     "Images as the scorer reads them: 8-bit values (a PNG's), at `size` px (antialiased bilinear, like `AttributeClassifier`)."
     x = ((images.float().clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1
@@ -99,7 +99,7 @@ def following(images: torch.Tensor, captions: list[str], scorer: AttributeClassi
             'per_part_shuffled': {p: s['accuracy'][p] for p in PARTS if p in s['accuracy']},
             'n_captions': len(captions), 'x_chance': m['colour_vs_chance'], 'majority': m['colour_majority']}
 
-# %% ../nbs/35_quality.ipynb #685a1a49
+# %% ../nbs/35_quality.ipynb #850fa635
 def _caption_pairs(split: CUBSplit, n_captions: int | None, seed: int) -> list[tuple[int, int]]:
     "(image, caption) pairs of `n_captions` captions whose texts exist (the scorer compares against the text)."
     pairs = [(i, j) for i, j in pick_captions(split, n_captions, seed) if j < len(split.captions[i])]
@@ -149,7 +149,7 @@ def real_quality(split: CUBSplit, scorer: AttributeClassifier | None = None, n_c
         out['detail'] = {'real': detail(center_crop(big[:n], size).float() / 127.5 - 1).mean().item(), 'n_images': n}
     return out
 
-# %% ../nbs/35_quality.ipynb #63142c97
+# %% ../nbs/35_quality.ipynb #d2d20bfd
 MIN_STEPS = 200                                             # fewer training steps: the images are not yet a bird
 MIN_CAPTIONS = 200                                          # fewer captions: the accuracies are mostly noise
 SPLIT_NAMES = {'train': 'training species', 'test': 'held-out species'}
@@ -164,7 +164,7 @@ def caveat(smoke: bool = False, steps: int | None = None, n_captions: int | None
         return f'{n_captions} captions only (< {MIN_CAPTIONS}): the accuracies are mostly noise.'
     return None
 
-# %% ../nbs/35_quality.ipynb #ed0032d0
+# %% ../nbs/35_quality.ipynb #c7bad044
 def quality_report(run,                          # run name (under runs_root) or run folder
                    data=None,                    # the data folder; None: the one recorded in the run
                    n_captions: int | None = 1000, # captions per split and stage (scorer), None: all
@@ -209,7 +209,7 @@ def read_quality(run, runs_root=None) -> dict:
     p = quality_file(Run.find(run, runs_root))
     return json.loads(p.read_text()) if p.exists() else {}
 
-# %% ../nbs/35_quality.ipynb #6affdf3b
+# %% ../nbs/35_quality.ipynb #165cc44c
 def _stage_name(stage: str) -> str: return f'Stage-{"I" * int(stage[-1])}'
 
 
@@ -277,7 +277,7 @@ def quality_columns(q: dict, stage: int, split: str = 'test') -> dict:
     return {'matched': f.get('matched'), 'shuffled': f.get('shuffled'), 'real_acc': rf.get('matched'),
             'detail_x_real': d['stage2'] / real_d if d and real_d else None}
 
-# %% ../nbs/35_quality.ipynb #40a08107
+# %% ../nbs/35_quality.ipynb #09fd4571
 def quality_main(run, data=None, runs_root=None, device='auto', n_captions: int | None = 1000, seed: int = 0) -> dict:
     "`stackgan evaluate`'s caption and detail part: write run/quality.json and print its summary."
     q = quality_report(run, data, n_captions, seed=seed, device=device, runs_root=runs_root)
@@ -285,7 +285,7 @@ def quality_main(run, data=None, runs_root=None, device='auto', n_captions: int 
     print(f'Caption and detail scores written to {Path(q["run"]) / "quality.json"}')
     return q
 
-# %% ../nbs/35_quality.ipynb #e542f313
+# %% ../nbs/35_quality.ipynb #a65cc098
 def detail_window(image: torch.Tensor, zoom: int = 64, fraction: float = BIRD_REGION) -> tuple[int, int]:
     "(top, left) of the `zoom` px window inside the bird region of one image (3, S, S) with the most detail energy (on a zoom/4 grid)."
     S = image.shape[-1]
@@ -314,7 +314,7 @@ def stage_grid(G: nn.Module, text_embeddings: torch.Tensor, noise: torch.Tensor,
         s1, s2, _, _ = G(text_embeddings, noise, sample=False)   # (B, 3, 64, 64), (B, 3, 256, 256)
     if s1 is None: raise ValueError('stage_grid compares Stage-I with Stage-II: pass a Stage-II generator.')
     s1, s2 = s1.float().cpu().clamp(-1, 1), s2.float().cpu().clamp(-1, 1)
-    S, f = s2.shape[-1], s2.shape[-1] // s1.shape[-1]
+    S = s2.shape[-1]
     big1 = upsample(s1, S, 'nearest')                          # (B, 3, S, S): Stage-I's own pixels
     rows = [[], [], [], []]
     for a, b in zip(big1, s2):
