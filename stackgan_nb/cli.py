@@ -201,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--encoder', help='char-CNN-RNN .t7/.pt for runs on the official CUB embeddings')
     p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser('evaluate', help='Inception Score, FID, diversity (and caption accuracy on synthetic data) of a run')
+    p = sub.add_parser('evaluate', help='Inception Score, FID, diversity of a run, then its quality report (caption colours '
+                       'matched vs shuffled vs real birds on synthetic data, Stage-II detail)')
     p.add_argument('--run', required=True)
     p.add_argument('--stage', type=int, choices=[1, 2], help='default: every trained stage')
     p.add_argument('--samples', type=number_arg(64, EVALUATE_MAX_SAMPLES),
