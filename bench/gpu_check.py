@@ -166,7 +166,9 @@ def sec_quickstart(args):
     say(report)
     (args.out / 'quickstart_REPORT.md').write_text(report)
     return {'ok': True, 'minutes': round(minutes, 2), 'train_seconds': summary.get('train_seconds'),
-            'caption_accuracy': {k: v['colour_accuracy'] for k, v in summary.get('caption_accuracy', {}).items()}}
+            'matched_vs_shuffled': {f'{st}_{sp}': (r['following']['matched'], r['following']['shuffled'])
+                                    for st in ('stage1', 'stage2') for sp, r in summary['quality'].get(st, {}).items()
+                                    if isinstance(r, dict) and 'following' in r}}
 
 
 def _cli(*argv):

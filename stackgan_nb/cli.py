@@ -28,6 +28,7 @@ from .download import DownloadError, download_main
 from .evaluate import evaluate_main
 from .inception import ConversionError
 from .models import CheckpointMismatch, build_models, count_params
+from .quality import quality_main
 from .quickstart import quickstart
 from .sample import NotEnoughSpace, sample_main
 from .runs import RunConfigMismatch, RunLocked
@@ -78,9 +79,12 @@ def cmd_sample(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    "Score a run and write run/evaluation.json."
+    "Score a run and write run/evaluation.json; then caption following and Stage-II detail (run/quality.json), unless --no-quality."
     evaluate_main(run=args.run, stage=args.stage, samples=args.samples, data=args.data, runs_root=args.runs_root,
                   device=args.device, classifier=args.classifier, trim_border=not args.no_trim, seed=args.seed)
+    if not args.no_quality:
+        quality_main(run=args.run, data=args.data, runs_root=args.runs_root, device=args.device, n_captions=args.quality_captions,
+                     seed=args.seed)
 
 
 def cmd_compare(args) -> None:
@@ -197,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--encoder', help='char-CNN-RNN .t7/.pt for runs on the official CUB embeddings')
     p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser('evaluate', help='Inception Score, FID, diversity (and caption accuracy on synthetic data) of a run')
+    p = sub.add_parser('evaluate', help='Inception Score, FID, diversity of a run, then its quality report (caption colours '
+                       'matched vs shuffled vs real birds on synthetic data, Stage-II detail)')
     p.add_argument('--run', required=True)
     p.add_argument('--stage', type=int, choices=[1, 2], help='default: every trained stage')
     p.add_argument('--samples', type=number_arg(64, EVALUATE_MAX_SAMPLES),
@@ -208,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--classifier', default='auto', choices=['auto', 'stackgan', 'imagenet', 'synthetic'],
                    help='IS classifier: auto = the synthetic scorer on synthetic data, the StackGAN CUB Inception on CUB')
     p.add_argument('--no-trim', action='store_true', help='skip the scores with uniform borders trimmed')
+    p.add_argument('--no-quality', action='store_true',
+                   help='skip the quality report (caption colours matched vs shuffled vs real birds, Stage-II detail: run/quality.json)')
+    p.add_argument('--quality-captions', type=number_arg(2), default=1000, help='captions per split and stage of the quality report')
     p.add_argument('--seed', type=number_arg(0), default=0, help=SEED_HELP)
     p.set_defaults(func=cmd_evaluate)
 

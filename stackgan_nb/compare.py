@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from .core import write_atomic
+from .quality import quality_columns, read_quality
 from .runs import Run
 
 # %% ../nbs/34_compare.ipynb #c0bbab64
@@ -29,12 +30,13 @@ def run_summary(run, runs_root=None, stage: int = 1) -> dict:
     grids = sd.grids()
     return {'name': run.name, 'folder': run.path, 'stage': stage, 'config': sd.identity() or {}, 'log': sd.log(),
             'scores': [r for r in run.scores() if r.get('stage') == stage], 'evaluation': run.evaluation().get(f'stage{stage}'),
+            'quality': read_quality(run),
             **{k: v for k, v in sd.counters().items() if k != 'epochs'}, 'grid': grids[-1] if grids else None}
 
 # %% ../nbs/34_compare.ipynb #eb0cb70a
 COLUMNS = ('run', 'preset', 'norm', 'optimizer', 'loss', 'g_lr', 'd_lr', 'd_dropout', 'batch_size', 'epochs', 'd_loss', 'g_loss',
-           'kl', 'is', 'fid', 'colour_acc', 'scored_by', 'diversity_ratio', 'nan_rollbacks', 'collapsed_epochs', 's_per_epoch',
-           'img_per_s')
+           'kl', 'is', 'fid', 'colour_acc', 'scored_by', 'matched', 'shuffled', 'real_acc', 'detail_x_real', 'diversity_ratio',
+           'nan_rollbacks', 'collapsed_epochs', 's_per_epoch', 'img_per_s')   # matched ... detail_x_real: run/quality.json
 
 
 def _median(values):
@@ -62,6 +64,7 @@ def table_row(s: dict) -> dict:
         r = scored[-1]
         row.update({'is': r.get('eval_is'), 'fid': r.get('eval_fid'), 'colour_acc': r.get('eval_colour_accuracy'),
                     'scored_by': f'EvaluateEvery@{r["epoch"]}: synthetic-scorer'})
+    row.update(quality_columns(s.get('quality') or {}, s['stage']))    # held-out species' captions
     return row
 
 

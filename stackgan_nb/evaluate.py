@@ -244,8 +244,8 @@ def evaluate_main(run, stage: int | None = None, samples: int | None = None, dat
                 f'FID {_fmt(r.get("fid"))}, trimmed {_fmt(r.get("fid_trimmed"))}; diversity {_fmt(r["diversity"], ".4f")}')
         if 'caption_attributes' in r:
             ca = r['caption_attributes']
-            line += (f'; caption colours {ca["colour_accuracy"]:.2f} ({ca["colour_vs_chance"]:.1f}x chance; '
-                     f'always the most asked colour: {ca["colour_majority"]:.2f})')
+            line += (f'; caption colours {ca["colour_accuracy"]:.2f} on the captions drawn from (beside shuffled captions and '
+                     'the real birds: `stackgan evaluate`\'s quality line, run/quality.json)')
         print(line)
         for note in (r['classifier_note'], r['fid_note']):
             if note: print('  note:', note)

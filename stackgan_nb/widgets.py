@@ -27,6 +27,7 @@ from PIL import Image, ImageDraw, ImageFont
 from .callbacks import Snapshots
 from .core import get_device, write_atomic
 from .metrics import device_of
+from .quality import same_square
 from .runs import Run, list_runs, runs_root
 from .sample import SampleResult, Sampler, as_encoder, default_examples, png_bytes, resolve_encoder, to_pil
 from .synthetic import TINY, make_synthetic_cub
@@ -62,10 +63,11 @@ class CaptionWidget:
                  seed: int = 0,
                  use_ca: bool = True,        # Conditioning Augmentation on (sample c) or off (c = mu)
                  max_n: int = 16,
-                 zoom: int = 2,              # Stage-I images are shown this many times enlarged
+                 zoom: int | None = None,    # Stage-I shown this many times enlarged; None: at Stage-II's size (2x without Stage-II)
                  notices=(),                 # (level, text) notices always shown above the messages (e.g. from `run_or_demo`)
                  **sampler_kwargs):          # runs_root, device, stage, encoder: for loading a run
         self.zoom, self.result, self.messages, self.sample_views, self.notices = zoom, None, [], [], list(notices)
+        self.zoom_views = []                                   # per sample: (Stage-I square, Stage-II square) Images, or None
         self.sampler, load_error = sampler, None
         if not isinstance(sampler, Sampler):
             try: self.sampler = Sampler(sampler, **sampler_kwargs)
@@ -84,7 +86,7 @@ class CaptionWidget:
         self.button = widgets.Button(description='Generate', button_style='primary', icon='paint-brush')
         self.notice = widgets.HTML()
         self.gallery = widgets.VBox()
-        style = widgets.HTML('<style>img.stackgan-stage1 {image-rendering: pixelated;}</style>')
+        style = widgets.HTML('<style>img.stackgan-stage1, img.stackgan-zoom {image-rendering: pixelated;}</style>')
         controls = widgets.HBox([self.n, self.seed, self.use_ca, self.button], layout=widgets.Layout(flex_flow='row wrap', align_items='center'))
         self.box = widgets.VBox([style, self.examples, self.caption, controls, self.notice, self.gallery])
         self.box.add_class('stackgan-caption-widget')
@@ -109,24 +111,31 @@ class CaptionWidget:
         w.add_class(cls)
         return w
 
-    def _card(self, i: int, result: SampleResult) -> tuple[widgets.Widget, tuple]:
-        "One sample: its Stage-I image beside its Stage-II image, each with its true size."
-        s1 = self._image(result.stage1[i], result.stage1.shape[-1] * self.zoom, 'stackgan-stage1')
+    def _card(self, i: int, result: SampleResult) -> tuple[widgets.Widget, tuple, tuple | None]:
+        "One sample: its Stage-I image beside its Stage-II image at the same displayed size, then the same square of both, zoomed."
+        n1, s2 = result.stage1.shape[-1], None
+        zoom = self.zoom or (result.stage2.shape[-1] // n1 if result.stage2 is not None else 2)
+        s1 = self._image(result.stage1[i], n1 * zoom, 'stackgan-stage1')
         side = s1.width
-        columns = [widgets.VBox([widgets.HTML(f'Stage-I, {result.stage1.shape[-1]}x{result.stage1.shape[-2]} px'
-                                              f'{f" (shown {self.zoom}x)" if self.zoom != 1 else ""}'), s1])]
-        s2 = None
+        columns = [widgets.VBox([widgets.HTML(f'Stage-I, {n1}x{result.stage1.shape[-2]} px{f" (shown {zoom}x)" if zoom != 1 else ""}'), s1])]
+        parts, zoomed = [], None
         if result.stage2 is not None:
-            s2 = self._image(result.stage2[i], result.stage2.shape[-1], 'stackgan-stage2')
-            columns.append(widgets.VBox([widgets.HTML(f'Stage-II, {result.stage2.shape[-1]}x{result.stage2.shape[-2]} px'), s2]))
+            n2 = result.stage2.shape[-1]
+            s2 = self._image(result.stage2[i], n2, 'stackgan-stage2')
+            columns.append(widgets.VBox([widgets.HTML(f'Stage-II, {n2}x{result.stage2.shape[-2]} px'), s2]))
+            a, b, (t, l) = same_square(result.stage1[i], result.stage2[i])
+            zoomed = (self._image(a, n1 * zoom, 'stackgan-zoom'), self._image(b, n2, 'stackgan-zoom'))
+            parts = [widgets.HTML(f'<small>zoomed: the square x {l}-{l + b.shape[-1]}, y {t}-{t + b.shape[-2]} of Stage-II '
+                                  f'({b.shape[-1]} px) and the {a.shape[-1]} px of Stage-I under it</small>'),
+                     widgets.HBox(list(zoomed), layout=widgets.Layout(align_items='flex-start'))]
         label = result.labels[i] if result.labels else f'sample {i + 1}'
-        card = widgets.VBox([widgets.HTML(f'<b>{html.escape(label)}</b>'), widgets.HBox(columns, layout=widgets.Layout(align_items='flex-start'))],
-                            layout=widgets.Layout(margin='0 16px 12px 0', min_width=f'{int(side) + 8}px'))
-        return card, (s1, s2)
+        card = widgets.VBox([widgets.HTML(f'<b>{html.escape(label)}</b>'), widgets.HBox(columns, layout=widgets.Layout(align_items='flex-start'))]
+                            + parts, layout=widgets.Layout(margin='0 16px 12px 0', min_width=f'{int(side) + 8}px'))
+        return card, (s1, s2), zoomed
 
     def show_result(self, result: SampleResult | None) -> None:
         "Show a result's images (None: clear the gallery)."
-        old, self.result, self.sample_views = list(self.gallery.children), result, []
+        old, self.result, self.sample_views, self.zoom_views = list(self.gallery.children), result, [], []
         children = []
         if result is not None:
             s = self.sampler
@@ -135,8 +144,8 @@ class CaptionWidget:
                                          f'<small>seed {result.seed}, Conditioning Augmentation {"on" if result.use_ca else "off (c = mu)"}'
                                          f'{html.escape(where)}</small>'))
             cards = [self._card(i, result) for i in range(len(result))]
-            self.sample_views = [v for _, v in cards]
-            children.append(widgets.Box([c for c, _ in cards], layout=widgets.Layout(display='flex', flex_flow='row wrap')))
+            self.sample_views, self.zoom_views = [v for _, v, _ in cards], [z for _, _, z in cards]
+            children.append(widgets.Box([c for c, _, _ in cards], layout=widgets.Layout(display='flex', flex_flow='row wrap')))
         self.gallery.children = children
         for w in old: _close_tree(w)
 

@@ -126,7 +126,8 @@ def test_type_a_caption_click_generate_see_both_stages(voila, tmp_path):
                     return head && head.textContent.includes(caption) && imgs.length === 8
                            && imgs.every(i => i.complete && i.naturalWidth > 0);
                 }""", arg=CAPTION, timeout=60_000)
-            assert image_sizes(page, 'stackgan-stage1') == [[64, 64, 128]] * 4    # true size 64, shown 2x
+            assert image_sizes(page, 'stackgan-stage1') == [[64, 64, 256]] * 4    # true size 64, shown at Stage-II's size
+            assert image_sizes(page, 'stackgan-zoom') == [[16, 16, 256], [64, 64, 256]] * 4   # the same square of both, zoomed
             assert image_sizes(page, 'stackgan-stage2') == [[256, 256, 256]] * 4
             assert widget.locator('.stackgan-error').count() == 0
             assert 'Showing a demo run' in widget.locator('.stackgan-warning').first.inner_text()   # says why it is a demo

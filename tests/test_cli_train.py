@@ -40,7 +40,8 @@ def test_evaluate_and_compare_commands(tmp_path):
         assert r.returncode == 0, r.stderr[-2000:]
     r = stackgan('evaluate', '--run', 'a', '--runs-root', tmp_path / 'runs', '--samples', 64, '--device', 'cpu')
     assert r.returncode == 0, r.stderr[-2000:]
-    assert (tmp_path / 'runs' / 'a' / 'evaluation.json').exists()
+    assert (tmp_path / 'runs' / 'a' / 'evaluation.json').exists() and (tmp_path / 'runs' / 'a' / 'quality.json').exists()
+    assert 'Quality: trained for' in r.stdout and 'x chance' not in r.stdout     # one epoch of a tiny world: the numbers mean nothing
     r = stackgan('compare', 'a', 'b', '--runs-root', tmp_path / 'runs', '--out', tmp_path / 'cmp')
     assert r.returncode == 0, r.stderr[-2000:]
     assert {p.name for p in (tmp_path / 'cmp').iterdir()} >= {'stage1.png', 'stage1.md', 'stage1.csv'}

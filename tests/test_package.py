@@ -16,7 +16,7 @@ LAYERS = [
     {'losses', 'data', 'synthetic', 'runs'},
     {'steps', 'metrics', 'inception', 'scorer'},
     {'train', 'callbacks', 'distributed'},
-    {'sample', 'evaluate', 'compare', 'testing'},
+    {'sample', 'evaluate', 'compare', 'quality', 'testing'},
     {'widgets', 'quickstart'},
     {'cli'},
 ]

@@ -57,7 +57,8 @@ def test_type_click_and_see_both_stages(sampler, tiny):
     assert [b.value for _, b in w.sample_views] == [png_bytes(x) for x in ref.stage2]
     assert bytes(w.sample_views[0][1].value).startswith(b'\x89PNG')         # 8 returns a memoryview, 7 bytes
     assert CAPTION in w.gallery.children[0].value and 'seed 5' in w.gallery.children[0].value
-    assert (w.sample_views[0][0].width, w.sample_views[0][1].width) == ('128', '256')
+    assert (w.sample_views[0][0].width, w.sample_views[0][1].width) == ('256', '256')      # Stage-I at Stage-II's size
+    assert [(png_size(a), png_size(b), a.width) for a, b in w.zoom_views] == [((16, 16), (64, 64), '256')] * 3   # one square of both
     assert (w.button.disabled, w.button.description) == (False, 'Generate')
     w.close()
 
