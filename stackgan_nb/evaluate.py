@@ -176,7 +176,7 @@ def evaluate_stage(G: nn.Module, info: dict, data: Path, samples: int | None = N
     report['diversity'] = diversity_score(G, div_emb, n=diversity_n, seed=seed)
     report['real_diversity'] = real_diversity(images, split.class_ids, size)
     report['diversity_ratio'] = report['diversity'] / report['real_diversity'] if report['real_diversity'] else None
-    if clf['scorer'] is not None and is_synthetic(data):
+    if clf['scorer'] is not None and is_synthetic(data) and attribute_captions != 0:   # (0: the caller scores captions itself)
         report['caption_attributes'] = caption_attribute_accuracy(G, split, clf['scorer'], attribute_captions, seed, batch_size=batch_size)
     report['seconds'] = round(time.time() - t0, 2)
     return report

@@ -82,7 +82,7 @@ def quickstart(root='stackgan_quickstart',   # folder for the synthetic data
     folder = t.run.path
     quality = quality_report(folder, data, cfg['captions'], cfg['detail_images'], device=dev, smoke=smoke,
                              scorer_epochs=cfg['scorer_epochs'])          # trains (and caches) the scorer first
-    evaluation = evaluate_run(folder, samples=cfg['samples'], device=dev, attribute_captions=cfg['captions'])
+    evaluation = evaluate_run(folder, samples=cfg['samples'], device=dev, attribute_captions=0)   # (captions: scored above)
 
     splits = {k: read_cub(data, k) for k in ('train', 'test')}   # the grid: 4 training-species captions, then 4 held-out
     picks = [(s, i) for s in splits.values() for i in np.linspace(0, len(s) - 1, min(4, len(s))).astype(int)]
