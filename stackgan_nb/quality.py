@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['BIRD_REGION', 'LOW_SIZE', 'MIN_STEPS', 'MIN_CAPTIONS', 'SPLIT_NAMES', 'bird_region', 'luminance', 'upsample',
-           'detail', 'stage_images', 'derangement', 'to_scorer_size', 'following', 'stage_quality', 'real_quality',
-           'caveat', 'quality_report', 'quality_file', 'read_quality', 'quality_lines', 'quality_summary',
-           'quality_columns', 'quality_main', 'detail_window', 'same_square', 'stage_grid']
+           'detail', 'derangement', 'to_scorer_size', 'following', 'stage_quality', 'real_quality', 'caveat',
+           'quality_report', 'quality_file', 'read_quality', 'quality_lines', 'quality_summary', 'quality_columns',
+           'quality_main', 'detail_window', 'same_square', 'stage_grid']
 
 # %% ../nbs/35_quality.ipynb #17ccb0cc
 import json
@@ -21,7 +21,7 @@ from torchvision.utils import draw_bounding_boxes, make_grid, save_image
 from .core import get_device, json_safe, write_json
 from .data import CUBSplit, load_images, read_cub
 from .evaluate import run_data
-from .metrics import AttributeClassifier, attribute_accuracy, device_of, evaluating, private_rng
+from .metrics import AttributeClassifier, attribute_accuracy, evaluating, generated_stages
 from .runs import Run
 from .scorer import attribute_report, caption_labels, center_crop, is_synthetic, pick_captions, synthetic_scorer
 from .synthetic import PARTS
@@ -59,18 +59,6 @@ def detail(images: torch.Tensor, low: int = LOW_SIZE, fraction: float = BIRD_REG
     return bird_region(g - coarse, fraction).pow(2).mean((1, 2, 3)).sqrt()
 
 # %% ../nbs/35_quality.ipynb #5a1dd749
-@torch.no_grad()
-def stage_images(G: nn.Module, text_embeddings: torch.Tensor, batch_size: int = 64, seed: int = 0):
-    "Yield (Stage-I images or None, final images) for `text_embeddings` (M, text_dim): the images `metrics.generated_images` draws."
-    device = device_of(G)
-    with evaluating(G):
-        for i, emb in enumerate(text_embeddings.split(batch_size)):
-            with private_rng(seed * 1_000_003 + i):        # (generated_images' seeds)
-                noise = torch.randn(len(emb), G.z_dim, device=device)
-                s1, img, _, _ = G(emb.to(device), noise)
-            yield s1, img
-
-
 def derangement(n: int, seed: int = 0) -> torch.Tensor:
     "A seeded permutation of range(n) that moves every index (n >= 2)."
     if n < 2: raise ValueError(f'Shuffling needs at least 2 captions, got {n}.')
@@ -120,7 +108,7 @@ def stage_quality(G: nn.Module, split: CUBSplit, scorer: AttributeClassifier | N
     idx = torch.tensor(pairs)
     emb = torch.as_tensor(split.embeddings[idx[:, 0].numpy(), idx[:, 1].numpy()]).float()   # (M, text_dim)
     small, d2, d1, seen = [], [], [], 0
-    for s1, img in stage_images(G, emb, batch_size, seed):
+    for s1, img in generated_stages(G, emb, batch_size, seed):
         if scorer is not None: small.append(to_scorer_size(img))
         if s1 is not None and seen < detail_images:         # a Stage-II generator
             k = min(len(img), detail_images - seen)

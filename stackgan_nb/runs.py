@@ -369,12 +369,15 @@ class MirroredCheckpoints:
             if state is not None: return state, p
         return None
 
+    def _copy_size_and_free(self) -> tuple[int, int]:
+        "Bytes of one copy (the newest checkpoint's size) and bytes free where the copies go."
+        files = self.list()
+        return (files[-1].stat().st_size if files else 0), shutil.disk_usage(self.remote.run).free
+
     def plan(self) -> str:
         "What goes where, what Drive receives per hour (its bin included), the free space there and how long it lasts."
-        files = self.list()
-        size = files[-1].stat().st_size if files else 0
+        size, free = self._copy_size_and_free()
         per_hour = size * 60 / self.copy_minutes
-        free = shutil.disk_usage(self.remote.run).free
         hours = free / per_hour if per_hour else float('inf')
         return (f"Checkpoints are written to the VM's disk ({self.local.run if self.local else self.root}); the newest is copied to "
                 f'{self.remote.run} every {self.copy_minutes:g} min and at the end: a VM reset loses at most {self.copy_minutes:g} min. '
@@ -384,10 +387,8 @@ class MirroredCheckpoints:
 
     def room_warning(self, seconds_left: float) -> str | None:
         "A warning when the copies of the next `seconds_left` seconds of training would not fit in Drive's free space."
-        files = self.list()
-        size = files[-1].stat().st_size if files else 0
+        size, free = self._copy_size_and_free()
         need = (math.ceil(seconds_left / (60 * self.copy_minutes)) + 1) * size   # the copies by time, and the last
-        free = shutil.disk_usage(self.remote.run).free
         if need <= free: return None
         return (f'Google Drive may fill up: the rest of this run (about {_hours(seconds_left / 3600)}) copies about {_gb(need)} of '
                 f'checkpoints to {self.remote.run}, but {_gb(free)} is free (replaced copies stay in the bin for {DRIVE_BIN_DAYS} '
