@@ -104,7 +104,7 @@ def image_sizes(page, cls, within='.stackgan-caption-widget'):
 def open_page(p, url):
     "A Chromium page on the served notebook, once its widgets are shown (voila shows them when every cell has run)."
     browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-    page = browser.new_page(viewport={'width': 1300, 'height': 1700})         # (tall: the explorer's screenshot fits)
+    page = browser.new_page(viewport={'width': 1300, 'height': 2200})         # (tall: the explorer's screenshot fits)
     page.goto(url, timeout=60_000)
     page.locator('.stackgan-explorer').wait_for(state='visible', timeout=300_000)
     return browser, page
@@ -159,13 +159,13 @@ def test_three_runs_side_by_side_in_the_explorer(voila, tmp_path):
             ex.get_by_role('button', name='Runs side by side', exact=True).click()
             ex.locator('textarea').first.fill(EXPLORER_CAPTION)
             ex.get_by_role('button', name='Draw').click()
-            # three rows of two columns: Stage-I of each run, Stage-II of the one run that has it
+            # three rows of two columns: Stage-I of each run, Stage-II of the one run that has it, with its zoomed squares
             page.wait_for_function(
                 """() => {
                     const rows = [...document.querySelectorAll('.stackgan-explorer .stackgan-row')];
                     const imgs = [...document.querySelectorAll('.stackgan-explorer .stackgan-row img')];
                     return rows.length === 3 && rows.every(r => r.querySelectorAll('img.stackgan-stage1').length === 2)
-                           && imgs.length === 8 && imgs.every(i => i.complete && i.naturalWidth > 0);
+                           && imgs.length === 12 && imgs.every(i => i.complete && i.naturalWidth > 0);
                 }""", timeout=120_000)
             assert ex.locator('.stackgan-error').count() == 0
             rows = page.eval_on_selector_all('.stackgan-explorer .stackgan-row', """rows => rows.map(r => {
@@ -173,7 +173,8 @@ def test_three_runs_side_by_side_in_the_explorer(voila, tmp_path):
                 const box = i => { const b = i.getBoundingClientRect(); return [Math.round(b.x), Math.round(b.y), b.width, b.height]; };
                 return {label: label.innerText, size: parseFloat(style.fontSize), colour: style.color, labelBox: box(label),
                         s1: [...r.querySelectorAll('img.stackgan-stage1')].map(i => [...box(i), i.naturalWidth, getComputedStyle(i).imageRendering]),
-                        s2: [...r.querySelectorAll('img.stackgan-stage2')].map(i => [...box(i), i.naturalWidth])};
+                        s2: [...r.querySelectorAll('img.stackgan-stage2')].map(i => [...box(i), i.naturalWidth]),
+                        zoom: [...r.querySelectorAll('img.stackgan-zoom')].map(i => [...box(i), i.naturalWidth, getComputedStyle(i).imageRendering])};
             })""")
             # headings: each run's name, preset, stage and epoch, legible (14 px, dark, not clipped)
             assert [r['label'].split(' · ')[0] for r in rows] == RUNS, rows
@@ -181,19 +182,23 @@ def test_three_runs_side_by_side_in_the_explorer(voila, tmp_path):
             assert 'Stage-II' in rows[0]['label'] and all(' · Stage-I · ' in r['label'] for r in rows[1:])
             assert all(r['size'] >= 13 and r['colour'] in ('rgb(0, 0, 0)', 'rgba(0, 0, 0, 0.87)') or r['size'] >= 13 for r in rows)
             assert all(r['labelBox'][3] >= 14 and r['labelBox'][2] > 300 for r in rows)
-            # no image resampled by the browser: Stage-I exactly 2x and pixelated, Stage-II at its true size
-            assert all(s[2:] == [128, 128, 64, 'pixelated'] for r in rows for s in r['s1'])
+            # no image resampled by the browser: Stage-I exactly 4x (Stage-II's size) and pixelated, Stage-II at its true size
+            assert all(s[2:] == [256, 256, 64, 'pixelated'] for r in rows for s in r['s1'])
             assert [s[2:] for s in rows[0]['s2']] == [[256, 256, 256]] * 2 and all(r['s2'] == [] for r in rows[1:])
             # rows aligned: column k starts at the same x in every row; Stage-II under its Stage-I; rows do not overlap
             for k in range(2):
                 assert len({r['s1'][k][0] for r in rows}) == 1, [r['s1'][k] for r in rows]
-                assert rows[0]['s2'][k][0] == rows[0]['s1'][k][0] and rows[0]['s2'][k][1] >= rows[0]['s1'][k][1] + 128
+                assert rows[0]['s2'][k][0] == rows[0]['s1'][k][0] and rows[0]['s2'][k][1] >= rows[0]['s1'][k][1] + 256
+                a, b = rows[0]['zoom'][2 * k:2 * k + 2]                                      # the same square of both, zoomed
+                assert (a[2:], b[2:]) == ([124, 124, 16, 'pixelated'], [124, 124, 64, 'pixelated'])
+                assert a[1] == b[1] >= rows[0]['s2'][k][1] + 256 and a[0] == rows[0]['s2'][k][0] and b[0] >= a[0] + 124
             assert rows[0]['s1'][1][0] - rows[0]['s1'][0][0] >= 256                      # columns as wide as Stage-II
             tops = [r['labelBox'][1] for r in rows]
-            assert tops == sorted(tops) and tops[1] > rows[0]['s2'][0][1] + 256 and tops[2] > rows[1]['s1'][0][1] + 128
-            # and on screen: Stage-I in exact 2x2 blocks of its pixels, Stage-II pixel for pixel (nothing smoothed)
+            assert all(r['zoom'] == [] for r in rows[1:])
+            assert tops == sorted(tops) and tops[1] > rows[0]['zoom'][0][1] + 124 and tops[2] > rows[1]['s1'][0][1] + 256
+            # and on screen: Stage-I in exact 4x4 blocks of its pixels, Stage-II pixel for pixel (nothing smoothed)
             s1, s2 = ex.locator('img.stackgan-stage1').first, ex.locator('img.stackgan-stage2').first
-            assert screen_diff(s1, decoded(page, s1).repeat(2, 0).repeat(2, 1)) <= 2
+            assert screen_diff(s1, decoded(page, s1).repeat(4, 0).repeat(4, 1)) <= 2
             assert screen_diff(s2, decoded(page, s2)) <= 2
             shot = tmp_path / 'explorer_3_runs.png'
             ex.screenshot(path=str(shot))

@@ -182,7 +182,9 @@ def test_three_runs_side_by_side(three):
     assert [(r.run, r.stage, r.error) for r in ex.rows] == [('demo', 2, None), ('only-stage1', 1, None), ('no-bn', 1, None)]
     assert [[(png_size(a), b and png_size(b)) for a, b in v] for v in ex.row_views] == \
            [[((64, 64), (256, 256))] * 2, [((64, 64), None)] * 2, [((64, 64), None)] * 2]
-    assert {a.width for v in ex.row_views for a, _ in v} == {'128'} and {b.width for b in (ex.row_views[0][0][1],)} == {'256'}
+    assert {a.width for v in ex.row_views for a, _ in v} == {'256'} and {b.width for b in (ex.row_views[0][0][1],)} == {'256'}
+    assert [[z and [(png_size(x), x.width) for x in z] for z in v] for v in ex.zoom_views] == \
+           [[[((16, 16), '124'), ((64, 64), '124')]] * 2, [None] * 2, [None] * 2]     # the same square of both, zoomed
     ref = Sampler('demo', runs_root=three).generate(ex.caption.value, n=2, seed=3, use_ca=False)
     assert [bytes(b.value) for _, b in ex.row_views[0]] == [png_bytes(x) for x in ref.stage2]
     assert [bytes(a.value) for a, _ in ex.row_views[1]] == [png_bytes(x) for x in ref.stage1]   # only-stage1 = demo's Stage-I
@@ -258,7 +260,7 @@ def test_walks(three):
     ex.draw()
     walk = Sampler('demo', runs_root=three).interpolate_captions(ex.caption.value, ex.caption_b.value, 4, 2, False)
     assert torch.equal(ex.rows[0].result.stage2, walk.stage2) and ex.rows[0].result.labels == walk.labels
-    assert ex.row_views[1][0][0].width == '128' and len(ex.row_views[1]) == 4
+    assert ex.row_views[1][0][0].width == '256' and len(ex.row_views[1]) == 4
     ex.view.value = 'noise'
     assert (ex.caption.layout.display, ex.caption_b.layout.display, ex.steps.layout.display) == (None, 'none', None)
     ex.draw()
@@ -318,10 +320,12 @@ def test_every_view_saves_as_one_png_with_its_words(three, tmp_path):
     assert len(saved) == 1 and ex.messages[-1] == ('info', f'Saved {saved[0]}')
     pic = np.asarray(Image.open(saved[0]).convert('RGB'))
     _, boxes = compose_view(ex.title(), ex.rows)
-    (ax, ay, aw, ah), (bx, by, bw, bh) = boxes[0][1]
+    (ax, ay, aw, ah), (bx, by, bw, bh), (za, zb) = boxes[0][1]
     assert np.array_equal(pic[by:by + bh, bx:bx + bw], decoded(ex.row_views[0][1][1]))          # Stage-II at its pixels
     s1 = decoded(ex.row_views[0][1][0])
-    assert np.array_equal(pic[ay:ay + ah, ax:ax + aw], s1.repeat(2, 0).repeat(2, 1))            # Stage-I in 2x2 blocks
+    assert np.array_equal(pic[ay:ay + ah, ax:ax + aw], s1.repeat(4, 0).repeat(4, 1))            # Stage-I in 4x4 blocks
+    assert np.array_equal(pic[zb[1]:zb[1] + zb[3], zb[0]:zb[0] + zb[2]],                        # the zoomed square as shown
+                          np.asarray(Image.open(BytesIO(bytes(ex.zoom_views[0][1][1].value))).convert('RGB').resize((124, 124), Image.NEAREST)))
     assert (pic[:ay - 40] < 100).any() and (pic[boxes[1][0][0][1] - 40:boxes[1][0][0][1] - 20] < 100).any()  # title, heading
     ex.view.value = 'captions'
     ex.draw()
