@@ -54,7 +54,7 @@ class RunConfig(_Checked):
     mode: str = choice('fast', 'fast', 'baseline', doc="'fast', or 'baseline': the official recipe (fp32 eager, Sigmoid+BCELoss, per-image PIL data) for comparisons")
     cuda_graph: str = choice('auto', 'auto', 'on', 'off', doc="record the whole step as one CUDA graph: 'auto' = Stage-I on one GPU (launch-bound)")
     compile: str = choice('off', 'off', 'default', 'max-autotune-no-cudagraphs', doc='torch.compile mode for the networks (recorded in the CUDA graph only with cuda_graph=on)')
-    channels_last: str = choice('auto', 'auto', 'on', 'off', doc="NHWC memory layout of the networks: 'auto' = on CUDA")
+    channels_last: str = choice('auto', 'auto', 'on', 'off', doc="NHWC memory layout of the networks: 'auto' = on the CPU and on GPUs with tensor cores (compute capability 7.0+)")
     sync_batchnorm: bool = False      # several GPUs: BatchNorm statistics over the global batch (CUDA only)
     workers: int = number(6, 0, doc="DataLoader processes of the baseline's per-image pipeline (the official setting: 6)")
     sample_every: int = number(1, 1, doc='write a sample grid every this many epochs')
@@ -148,7 +148,7 @@ def speed_settings(run: 'RunConfig', device: torch.device, stage: int, train: Tr
     comp, cc_text = run.compile, cc and f'compute capability {cc[0]}.{cc[1]}'
     if comp != 'off' and world_size > 1: notes.append('torch.compile off: not combined with several processes'); comp = 'off'
     if comp != 'off' and cuda and cc < (7, 0): notes.append(f"torch.compile off: Triton needs compute capability 7.0+, this GPU's is {cc[0]}.{cc[1]}"); comp = 'off'
-    channels_last = run.channels_last == 'on' or (run.channels_last == 'auto' and cuda and cc >= (7, 0))
+    channels_last = run.channels_last == 'on' or (run.channels_last == 'auto' and (not cuda or cc >= (7, 0)))
     if run.channels_last == 'auto' and cuda and not channels_last: notes.append(f'channels_last off: {cc_text} has no tensor cores')
     want_graph = run.cuda_graph == 'on' or (run.cuda_graph == 'auto' and stage == 1)
     blockers = [why for bad, why in ((not cuda, 'needs a CUDA device'), (world_size > 1, 'not with several processes'),
