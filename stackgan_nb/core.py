@@ -6,8 +6,8 @@
 __all__ = ['INT64_MAX', 'COCO_MODEL', 'IMAGE_SIZES', 'LOAD_SIZES', 'TINY_MODEL', 'QUICKSTART_MODEL', 'PRESETS', 'TINY_OVERRIDES',
            'ConfigError', 'choice', 'number', 'number_problem', 'ModelConfig', 'image_size', 'load_size', 'TrainConfig',
            'Preset', 'get_preset', 'override', 'config_dict', 'config_from_dict', 'stage_preset', 'get_device',
-           'seed_everything', 'derive_seed', 'temp_path', 'temp_owner', 'pid_alive', 'remove_dead_temps',
-           'write_atomic', 'json_safe', 'write_json', 'check_run_name', 'is_colab', 'check_device']
+           'prefers_channels_last', 'seed_everything', 'derive_seed', 'temp_path', 'temp_owner', 'pid_alive',
+           'remove_dead_temps', 'write_atomic', 'json_safe', 'write_json', 'check_run_name', 'is_colab', 'check_device']
 
 # %% ../nbs/00_core.ipynb #859e9644
 import dataclasses
@@ -233,6 +233,13 @@ def get_device(device: str | torch.device = 'auto') -> torch.device:
     if torch.cuda.is_available(): return torch.device('cuda')
     if getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available(): return torch.device('mps')
     return torch.device('cpu')
+
+
+def prefers_channels_last(device: torch.device, capability: tuple[int, int] | None = None) -> bool:
+    "Whether convolutions on `device` run faster in the channels_last (NHWC) layout: the CPU (oneDNN) and CUDA GPUs with tensor cores (compute capability `capability`, default the device's, 7.0+)."
+    if device.type == 'cpu': return True
+    if device.type != 'cuda': return False
+    return (capability or torch.cuda.get_device_capability(device)) >= (7, 0)
 
 
 def seed_everything(seed: int) -> None:

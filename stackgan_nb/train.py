@@ -26,7 +26,8 @@ from .callbacks import (CancelEpoch, Checkpointer, DiversityCheck, DriveCopies, 
                                    NonFiniteError, ProgressBar, Recorder, SampleGrid, Snapshots, all_finite, run_event)
 from .checkpoint import CheckpointWriteError, check_finite, require_keys, rng_state, set_rng_state
 from .core import (PRESETS, ModelConfig, Preset, TrainConfig, _Checked, choice, config_dict, config_from_dict, derive_seed,
-                              get_device, image_size, load_size, number, override, seed_everything, stage_preset)
+                              get_device, image_size, load_size, number, override, prefers_channels_last, seed_everything,
+                              stage_preset)
 from .data import Batcher, OfficialLoader, load_images, read_cub
 from .distributed import all_gather_object, barrier, init_distributed, wrap_ddp
 from .losses import OFFICIAL_BCE
@@ -148,7 +149,7 @@ def speed_settings(run: 'RunConfig', device: torch.device, stage: int, train: Tr
     comp, cc_text = run.compile, cc and f'compute capability {cc[0]}.{cc[1]}'
     if comp != 'off' and world_size > 1: notes.append('torch.compile off: not combined with several processes'); comp = 'off'
     if comp != 'off' and cuda and cc < (7, 0): notes.append(f"torch.compile off: Triton needs compute capability 7.0+, this GPU's is {cc[0]}.{cc[1]}"); comp = 'off'
-    channels_last = run.channels_last == 'on' or (run.channels_last == 'auto' and (not cuda or cc >= (7, 0)))
+    channels_last = run.channels_last == 'on' or (run.channels_last == 'auto' and prefers_channels_last(device, cc))
     if run.channels_last == 'auto' and cuda and not channels_last: notes.append(f'channels_last off: {cc_text} has no tensor cores')
     want_graph = run.cuda_graph == 'on' or (run.cuda_graph == 'auto' and stage == 1)
     blockers = [why for bad, why in ((not cuda, 'needs a CUDA device'), (world_size > 1, 'not with several processes'),
