@@ -1,7 +1,7 @@
 """Stage-II probes: does any choice within StackGAN's design make the quickstart's Stage-II add detail in CPU minutes?
 
     python bench/stage2_probes.py                      # after `stackgan quickstart` (its data and run in the default places)
-    python bench/stage2_probes.py --root DIR --run quickstart --probes preset,crops
+    python bench/stage2_probes.py --root DIR --run quickstart --probes preset,full-d
     python bench/stage2_probes.py --smoke              # tiny networks and world, about a minute: that the script works
 
 Each probe trains Stage-II again on top of the quickstart run's Stage-I (a copy of its `stage1/` folder, so every probe
@@ -9,17 +9,17 @@ starts from the same weights) in a run folder of its own, `RUNS/stage2-probes/NA
 report does (`stackgan_nb.quality`, fewer captions): part-colour accuracy on matched and on shuffled captions, and
 Stage-II's detail at 256 px beside the upsampled Stage-I's, both as a fraction of the real birds'. The probes:
 
-- `preset`: the quickstart's own Stage-II (2 epochs, G lr 5e-5, Stage-I's statistics frozen, moving average of G 0.99);
-- `lr1e-3`, `lr2e-4`: faster G learning rates, no moving average (samples from the raw G);
-- `crops`: D judges a random 64 px window of each 256 px image, inside the bird's region (Stage-I's D architecture with
-  Stage-II's unconditional head added), at full resolution: the local texture and edges a 256 px image has and an
-  upsampled 64 px one lacks, at a sixteenth of D's cost; G lr 2e-4, no moving average;
-- `crops-blur`: as `crops`, and each real bird also shown to D as a fake after a round trip through 64 px (area down,
-  bilinear up), with the right caption: an explicit "blurred is not real" signal;
-- `crops-long`: as `crops` with batch 8 for 3 epochs (336 steps instead of 56) and G lr 1e-3.
+- `preset`: the quickstart's own Stage-II (2 epochs, G lr 5e-5, Stage-I's statistics frozen, moving average of G 0.99,
+  D on one random 64 px window of each image: `model.stage2_d=window`);
+- `full-d`: the same with the full 256 px D (the paper's network; the quickstart's choice before the window D);
+- `full-d-lr1e-3`, `full-d-lr2e-4`: faster G learning rates, no moving average (samples from the raw G);
+- `window-lr2e-4`: the window D (at full resolution: the local edges and texture a 256 px image has and an upsampled
+  64 px one lacks, at a sixteenth of D's cost), G lr 2e-4, no moving average;
+- `window-lr2e-4-blur`: as `window-lr2e-4`, and each real bird also shown to D as a fake after a round trip through
+  64 px (area down, bilinear up), with the right caption: an explicit "blurred is not real" signal;
+- `window-long`: the window D with batch 8 for 3 epochs (336 steps instead of 56) and G lr 1e-3.
 
-The last three are not options of the package: the script builds them around its pieces (a D class and a wrapped
-`d_loss`), only while that probe runs.
+The blurred negatives are not an option of the package: the script wraps its D loss, only while that probe runs.
 """
 import argparse
 import contextlib
@@ -33,31 +33,14 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from stackgan_nb import losses, models, steps
+from stackgan_nb import losses, steps
 from stackgan_nb.core import TINY_OVERRIDES
 from stackgan_nb.quality import SPLIT_NAMES, quality_report
 from stackgan_nb.runs import runs_root
 from stackgan_nb.synthetic import TINY, make_synthetic_cub
 from stackgan_nb.train import train
 
-CROP, LOW = 64, 64                                        # D's window (px of the 256 px image); the blur round trip's size
-
-
-class CropD(models._Discriminator):
-    "Stage-II's matching-aware D on one random CROP px window per 256 px image (inside the bird region); Stage-I's layers."
-    def __init__(self, cfg):
-        super().__init__()
-        s1 = models.Stage1Discriminator(cfg)
-        self.df_dim, self.ef_dim = s1.df_dim, s1.ef_dim
-        self.encode_img, self.get_cond_logits = s1.encode_img, s1.get_cond_logits   # (B, 3, 64, 64) -> (B, 8ndf, 4, 4)
-        self.get_uncond_logits = models.DGetLogits(cfg.df_dim, cfg.condition_dim, False, cfg.norm, cfg.d_dropout)
-
-    def encode(self, image):                               # (B, 3, 256, 256)
-        S = image.shape[-1]
-        lo, hi = round(S * 0.1875), round(S * 0.8125) - CROP   # the central 5/8: where the birds are
-        ys, xs = torch.randint(lo, hi + 1, (2, image.shape[0])).tolist()
-        crops = torch.stack([im[:, y:y + CROP, x:x + CROP] for im, y, x in zip(image, ys, xs)])   # (B, 3, CROP, CROP)
-        return self.encode_img(crops.contiguous(memory_format=torch.channels_last))
+LOW = 64                                                  # the blur round trip's size (px)
 
 
 def with_blurred_negatives(d_loss):
@@ -76,37 +59,38 @@ def with_blurred_negatives(d_loss):
 
 
 @contextlib.contextmanager
-def probe_parts(crops: bool, blur: bool):
-    "Swap in the crop D and/or the blurred negatives while the block runs; the package is as it was afterwards."
-    saved = models.Stage2Discriminator, steps.d_loss
+def blurred_negatives(on: bool):
+    "Wrap the package's D loss in `with_blurred_negatives` while the block runs; the package is as it was afterwards."
+    saved = steps.d_loss
     try:
-        if crops: models.Stage2Discriminator = CropD
-        if blur: steps.d_loss = with_blurred_negatives(steps.d_loss)
+        if on: steps.d_loss = with_blurred_negatives(steps.d_loss)
         yield
     finally:
-        models.Stage2Discriminator, steps.d_loss = saved
+        steps.d_loss = saved
 
 
 NO_EMA = ('train.g_ema=0.0',)
-PROBES = {   # name: (crop D, blurred negatives, Stage-II overrides)
-    'preset': (False, False, ()),
-    'lr1e-3': (False, False, ('train.g_lr=0.001',) + NO_EMA),
-    'lr2e-4': (False, False, ('train.g_lr=0.0002',) + NO_EMA),
-    'crops': (True, False, ('train.g_lr=0.0002',) + NO_EMA),
-    'crops-blur': (True, True, ('train.g_lr=0.0002',) + NO_EMA),
-    'crops-long': (True, False, ('train.g_lr=0.001', 'train.batch_size=8', 'train.epochs=3') + NO_EMA),
+FULL, WINDOW = ('model.stage2_d=full',), ('model.stage2_d=window',)
+PROBES = {   # name: (blurred negatives, Stage-II overrides of the preset `quickstart`)
+    'preset': (False, ()),
+    'full-d': (False, FULL),
+    'full-d-lr1e-3': (False, FULL + ('train.g_lr=0.001',) + NO_EMA),
+    'full-d-lr2e-4': (False, FULL + ('train.g_lr=0.0002',) + NO_EMA),
+    'window-lr2e-4': (False, WINDOW + ('train.g_lr=0.0002',) + NO_EMA),
+    'window-lr2e-4-blur': (True, WINDOW + ('train.g_lr=0.0002',) + NO_EMA),
+    'window-long': (False, WINDOW + ('train.g_lr=0.001', 'train.batch_size=8', 'train.epochs=3') + NO_EMA),
 }
 
 
 def probe(name: str, data: Path, stage1: Path, out: Path, device: str, n_captions: int, detail_images: int,
           extra=(), smoke=False) -> dict:
     "Train probe `name`'s Stage-II on a copy of `stage1` in out/name and measure it; returns a row of the table."
-    crops, blur, overrides = PROBES[name]
+    blur, overrides = PROBES[name]
     run = out / name
     shutil.rmtree(run, ignore_errors=True)
     shutil.copytree(stage1, run / 'stage1', ignore=shutil.ignore_patterns('snapshots', 'samples'))
     t0 = time.time()
-    with probe_parts(crops, blur):
+    with blurred_negatives(blur):
         t = train(data, 2, 'quickstart', name, list(overrides) + list(extra), runs_root=out, device=device, progress=False,
                   snapshots=0)
     seconds, steps_done = time.time() - t0, t.state.step

@@ -89,6 +89,7 @@ class ModelConfig(_Checked):
     d_condition: str = choice('mu', 'mu', 'text', doc="D's condition: 'mu', G's CA mean, detached (StackGAN-Pytorch), or 'text', D's own FC of the caption embedding (as StackGAN TF, an approximation of it: StackGAN TF also joins the condition with a 1x1 conv in D, parametrises the CA by log-sigma, draws its noise from a truncated normal and resizes images bicubically)")
     stage2_skip: str = choice('none', 'none', 'stage1', doc="'stage1': Stage-II's image is the upsampled Stage-I image plus a learned correction (short runs); 'none': official")
     stage1_in_stage2: str = choice('train', 'train', 'eval', doc="the frozen Stage-I G inside Stage-II: 'train' (official): its BatchNorm uses batch statistics and its running statistics move during Stage-II; 'eval': frozen statistics")
+    stage2_d: str = choice('full', 'full', 'window', doc="Stage-II's D: 'full' (official) judges the whole 256 px image; 'window' judges one random 64 px window of it inside the bird's region, at full resolution (Stage-I's D layers and an unconditional head): short runs, a Stage-II step 2.3x cheaper on a CPU")
 
 # %% ../nbs/00_core.ipynb #bc222cd2
 COCO_MODEL = ModelConfig(gf_dim=192, df_dim=96, r_num=2)
@@ -168,9 +169,9 @@ PRESETS = {p.name: p for p in [
     _preset('quickstart', 'The CPU quickstart on the synthetic CUB (`stackgan quickstart`), not the paper: narrow networks (gf 16, df 16, '
             'c 32, z 32, one residual block), D reads the caption and each sample is the mean of 4 captions (StackGAN TF), leaky ReLU '
             'after the CA, batch 32, lr 1e-3 without decay, a moving average of G, 100 epochs; Stage-II: 2 epochs at G lr 5e-5 over '
-            "the upsampled Stage-I image (the skip), Stage-I's statistics frozen.",
+            "the upsampled Stage-I image (the skip), Stage-I's statistics frozen, D on one 64 px window of each image.",
             QUICKSTART_MODEL, batch_size=32, g_lr=1e-3, d_lr=1e-3, lr_decay_every=0, g_ema=0.99, captions_per_sample=4, epochs=100,
-            stage2=('train.g_lr=5e-05', 'model.stage1_in_stage2=eval', 'train.epochs=2')),
+            stage2=('train.g_lr=5e-05', 'model.stage1_in_stage2=eval', 'model.stage2_d=window', 'train.epochs=2')),
 ]}
 TINY_OVERRIDES = ('model.gf_dim=4', 'model.df_dim=4', 'model.condition_dim=4', 'model.z_dim=8', 'model.r_num=1',
                   'train.batch_size=8')   # the smallest networks, for tests that train any preset (seconds per epoch)
