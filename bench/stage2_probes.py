@@ -24,18 +24,16 @@ The blurred negatives are not an option of the package: the script wraps its D l
 import argparse
 import contextlib
 import json
-import os
 import shutil
 import sys
 import time
 from pathlib import Path
 
-import torch
 import torch.nn.functional as F
 
 from stackgan_nb import losses, steps
 from stackgan_nb.core import TINY_OVERRIDES
-from stackgan_nb.quality import SPLIT_NAMES, quality_report
+from stackgan_nb.quality import SPLIT_NAMES, quality_report, upsample
 from stackgan_nb.runs import runs_root
 from stackgan_nb.synthetic import TINY, make_synthetic_cub
 from stackgan_nb.train import train
@@ -48,8 +46,7 @@ def with_blurred_negatives(d_loss):
     def wrapped(D, real, fake, cond, loss='bce', wrong_idx=None, gp_weight=10.0):
         total, parts = d_loss(D, real, fake, cond, loss, wrong_idx, gp_weight)
         if real.shape[-1] <= LOW: return total, parts
-        low = F.interpolate(F.interpolate(real, size=(LOW, LOW), mode='area'), size=real.shape[-2:], mode='bilinear',
-                            align_corners=False)
+        low = upsample(F.interpolate(real, size=(LOW, LOW), mode='area'), real.shape[-1])   # what a 64 px image holds
         h = D.encode(low)
         blur = losses.adv_term(D.cond_logits(h, cond.detach()), False, loss)
         if D.has_uncond: blur = (blur + losses.adv_term(D.uncond_logits(h), False, loss)) / 2
