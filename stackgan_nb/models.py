@@ -237,18 +237,14 @@ def random_windows(images: torch.Tensor, size: int = WINDOW, region: tuple[float
     return images.permute(0, 2, 3, 1)[b, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)   # (B, 3, size, size)
 
 
-class Stage2WindowDiscriminator(_Discriminator):
+class Stage2WindowDiscriminator(Stage1Discriminator):
     "D for short Stage-II runs (`stage2_d='window'`): one random 64x64 window of each 256x256 image (+ condition) -> conditional and unconditional logits."
     def __init__(self, cfg: ModelConfig = ModelConfig()):
-        super().__init__()
-        ndf, norm, p = cfg.df_dim, cfg.norm, cfg.d_dropout
-        self.df_dim, self.ef_dim = ndf, cfg.condition_dim
-        self.encode_img = Stage1Discriminator(cfg).encode_img                    # (B, 3, 64, 64) -> (B, 8ndf, 4, 4)
-        self.get_cond_logits = DGetLogits(ndf, cfg.condition_dim, True, norm, p, cfg.text_dim if cfg.d_condition == 'text' else None)
-        self.get_uncond_logits = DGetLogits(ndf, cfg.condition_dim, False, norm, p)
+        super().__init__(cfg)                              # Stage-I's layers and conditional head
+        self.get_uncond_logits = DGetLogits(cfg.df_dim, cfg.condition_dim, False, cfg.norm, cfg.d_dropout)
 
     def encode(self, image):                               # (B, 3, 256, 256)
-        return self.encode_img(random_windows(image))      # (B, 8*ndf, 4, 4), from a (B, 3, 64, 64) window of each
+        return super().encode(random_windows(image))       # (B, 8*ndf, 4, 4), from a (B, 3, 64, 64) window of each
 
 # %% ../nbs/01_models.ipynb #819754f2
 def init_weights(m: nn.Module) -> None:
