@@ -47,6 +47,13 @@ def notice_html(messages: list[tuple[str, str]]) -> str:
                      f'border-radius:4px;white-space:pre-wrap">{tag}{html.escape(text)}</div>')
     return ''.join(lines)
 
+
+def _png_image(image, size: int, cls: str) -> widgets.Image:
+    "An ipywidgets Image of `image` (3, h, w) in [-1, 1] as PNG, shown `size` px wide and high, with CSS class `cls`."
+    w = widgets.Image(value=png_bytes(image), format='png', width=str(size), height=str(size))
+    w.add_class(cls)
+    return w
+
 # %% ../nbs/40_widgets.ipynb #a7f2a393
 def _close_tree(w) -> None:
     "Close a widget and all its children (frees their front-end models)."
@@ -106,25 +113,20 @@ class CaptionWidget:
         self.messages = list(messages)
         self.notice.value = notice_html(self.notices + self.messages)
 
-    def _image(self, image, size: int, cls: str) -> widgets.Image:
-        w = widgets.Image(value=png_bytes(image), format='png', width=str(size), height=str(size))
-        w.add_class(cls)
-        return w
-
     def _card(self, i: int, result: SampleResult) -> tuple[widgets.Widget, tuple, tuple | None]:
         "One sample: its Stage-I image beside its Stage-II image at the same displayed size, then the same square of both, zoomed."
         n1, s2 = result.stage1.shape[-1], None
         zoom = self.zoom or (result.stage2.shape[-1] // n1 if result.stage2 is not None else 2)
-        s1 = self._image(result.stage1[i], n1 * zoom, 'stackgan-stage1')
+        s1 = _png_image(result.stage1[i], n1 * zoom, 'stackgan-stage1')
         side = s1.width
         columns = [widgets.VBox([widgets.HTML(f'Stage-I, {n1}x{result.stage1.shape[-2]} px{f" (shown {zoom}x)" if zoom != 1 else ""}'), s1])]
         parts, zoomed = [], None
         if result.stage2 is not None:
             n2 = result.stage2.shape[-1]
-            s2 = self._image(result.stage2[i], n2, 'stackgan-stage2')
+            s2 = _png_image(result.stage2[i], n2, 'stackgan-stage2')
             columns.append(widgets.VBox([widgets.HTML(f'Stage-II, {n2}x{result.stage2.shape[-2]} px'), s2]))
             a, b, (t, l) = same_square(result.stage1[i], result.stage2[i])
-            zoomed = (self._image(a, n1 * zoom, 'stackgan-zoom'), self._image(b, n2, 'stackgan-zoom'))
+            zoomed = (_png_image(a, n1 * zoom, 'stackgan-zoom'), _png_image(b, n2, 'stackgan-zoom'))
             parts = [widgets.HTML(f'<small>zoomed: the square x {l}-{l + b.shape[-1]}, y {t}-{t + b.shape[-2]} of Stage-II '
                                   f'({b.shape[-1]} px) and the {a.shape[-1]} px of Stage-I under it</small>'),
                      widgets.HBox(list(zoomed), layout=widgets.Layout(align_items='flex-start'))]
@@ -304,12 +306,6 @@ def row_widget(row: Row, zoom: int | None = None) -> tuple[widgets.Widget, list,
     box = widgets.VBox([head, body])
     box.add_class('stackgan-row')
     return box, views, squares
-
-
-def _png_image(image, size: int, cls: str) -> widgets.Image:
-    w = widgets.Image(value=png_bytes(image), format='png', width=str(size), height=str(size))
-    w.add_class(cls)
-    return w
 
 # %% ../nbs/40_widgets.ipynb #af3ccd0f
 def _font(size: int = 14):
