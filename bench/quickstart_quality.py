@@ -1,6 +1,6 @@
 """The quickstart's quality bar: does the default `stackgan quickstart` follow its captions, and does Stage-II add detail?
 
-    python bench/quickstart_quality.py                       # the default quickstart in ./stackgan_quickstart (~7.5 min, 2 CPU cores)
+    python bench/quickstart_quality.py                       # the default quickstart in ./stackgan_quickstart (~8 min, 2 CPU cores)
     python bench/quickstart_quality.py --root DIR --max-minutes 8
 
 Runs (or, when ROOT already holds a finished run, resumes to nothing new and re-measures) the README's main job and

@@ -7,10 +7,20 @@
 Each probe trains Stage-II again on top of the quickstart run's Stage-I (a copy of its `stage1/` folder, so every probe
 starts from the same weights) in a run folder of its own, `RUNS/stage2-probes/NAME`, and measures it as the quickstart's
 report does (`stackgan_nb.quality`, fewer captions): part-colour accuracy on matched and on shuffled captions, and
-Stage-II's detail at 256 px beside the upsampled Stage-I's, both as a fraction of the real birds'. The probes:
+Stage-II's detail at 256 px beside the upsampled Stage-I's, both as a fraction of the real birds'.
 
-- `preset`: the quickstart's own Stage-II (2 epochs, G lr 5e-5, Stage-I's statistics frozen, moving average of G 0.99,
-  D on one random 64 px window of each image: `model.stage2_d=window`);
+What each part of the quickstart's Stage-II buys (each probe leaves out or changes one):
+
+- `preset`: the quickstart's Stage-II (2 epochs at batch 8, G lr 1e-3 without the moving average, Stage-I's statistics
+  frozen, D on one random 64 px window of each image, over the upsampled Stage-I image: `model.stage2_skip=stage1`,
+  and G repainting a 128 px window of each real bird from a soft 32 px version: `train.repaint_coef=1000`);
+- `no-repaint`: without the repaint term (the adversarial signal alone);
+- `ema`: samples from a moving average of G (0.99), as Stage-I's;
+- `repaint-300`: the repaint term at weight 300.
+
+The quickstart's Stage-II before the repaint (`before`: 2 epochs at batch 32, G lr 5e-5, the moving average, the skip
+`stage1`, no repaint) and what was tried on top of it:
+
 - `full-d`: the same with the full 256 px D (the paper's network; the quickstart's choice before the window D);
 - `full-d-lr1e-3`, `full-d-lr2e-4`: faster G learning rates, no moving average (samples from the raw G);
 - `window-lr2e-4`: the window D (at full resolution: the local edges and texture a 256 px image has and an upsampled
@@ -68,16 +78,20 @@ def blurred_negatives(on: bool):
 
 NO_EMA = ('train.g_ema=0.0',)
 FULL, WINDOW = ('model.stage2_d=full',), ('model.stage2_d=window',)
-PROBES = {   # name: (blurred negatives, Stage-II overrides of the preset `quickstart`)
+BEFORE = ('model.stage2_skip=stage1', 'train.batch_size=32', 'train.g_lr=5e-05', 'train.g_ema=0.99', 'train.repaint_coef=0')
+PROBES = {   # name: (blurred negatives, Stage-II overrides of the preset `quickstart`; later ones win)
     'preset': (False, ()),
-    'full-d': (False, FULL),
-    'full-d-lr1e-3': (False, FULL + ('train.g_lr=0.001',) + NO_EMA),
-    'full-d-lr2e-4': (False, FULL + ('train.g_lr=0.0002',) + NO_EMA),
-    'window-lr2e-4': (False, WINDOW + ('train.g_lr=0.0002',) + NO_EMA),
-    'window-lr2e-4-blur': (True, WINDOW + ('train.g_lr=0.0002',) + NO_EMA),
-    'window-long': (False, WINDOW + ('train.g_lr=0.001', 'train.batch_size=8', 'train.epochs=3') + NO_EMA),
+    'no-repaint': (False, ('train.repaint_coef=0',)),
+    'ema': (False, ('train.g_ema=0.99',)),
+    'repaint-300': (False, ('train.repaint_coef=300',)),
+    'before': (False, BEFORE),
+    'full-d': (False, BEFORE + FULL),
+    'full-d-lr1e-3': (False, BEFORE + FULL + ('train.g_lr=0.001',) + NO_EMA),
+    'full-d-lr2e-4': (False, BEFORE + FULL + ('train.g_lr=0.0002',) + NO_EMA),
+    'window-lr2e-4': (False, BEFORE + WINDOW + ('train.g_lr=0.0002',) + NO_EMA),
+    'window-lr2e-4-blur': (True, BEFORE + WINDOW + ('train.g_lr=0.0002',) + NO_EMA),
+    'window-long': (False, BEFORE + WINDOW + ('train.g_lr=0.001', 'train.batch_size=8', 'train.epochs=3') + NO_EMA),
 }
-
 
 def probe(name: str, data: Path, stage1: Path, out: Path, device: str, n_captions: int, detail_images: int,
           extra=(), smoke=False) -> dict:

@@ -187,19 +187,22 @@ class Stage2Generator(nn.Module):
         with torch.no_grad():
             _, stage1_img, _, _ = self.STAGE1_G(text_embedding, noise, sample)  # (B, 3, 64, 64)
         stage1_img = stage1_img.detach()
+        return (stage1_img, *self.repaint(stage1_img, text_embedding, sample))
+
+    def repaint(self, stage1_img, text_embedding, sample=True):  # (B, 3, s, s), s = 64 from Stage-I; (B, text_dim)
+        "Stage-II proper: (image at 4x the size of `stage1_img`, mu, logvar) for a given low-resolution image and caption."
         encoded = self.encoder(stage1_img)                 # (B, 4ngf, 16, 16)
         c_code, mu, logvar = self.ca_net(text_embedding, sample)  # (B, ef)
-        c_code = c_code.view(-1, self.ef_dim, 1, 1).expand(-1, -1, 16, 16)  # (B, ef, 16, 16)
+        c_code = c_code.view(-1, self.ef_dim, 1, 1).expand(-1, -1, *encoded.shape[-2:])  # (B, ef, 16, 16)
         h = self.hr_joint(torch.cat((encoded, c_code), 1))  # (B, 4ngf, 16, 16)
         h = self.residual(h)                               # (B, 4ngf, 16, 16)
         h = self.upsample1(h)                              # (B, 2ngf, 32, 32)
         h = self.upsample2(h)                              # (B, ngf, 64, 64)
         h = self.upsample3(h)                              # (B, ngf/2, 128, 128)
         h = self.upsample4(h)                              # (B, ngf/4, 256, 256)
-        if not self.skip: return stage1_img, self.img(h), mu, logvar  # img: (B, 3, 256, 256)
+        if not self.skip: return self.img(h), mu, logvar   # (B, 3, 256, 256)
         base = F.interpolate(stage1_img, scale_factor=4, mode='bilinear', align_corners=False)  # (B, 3, 256, 256)
-        img = torch.tanh(self.img[0](h) + torch.atanh(base.clamp(-0.995, 0.995)))  # Stage-I + correction, before tanh
-        return stage1_img, img, mu, logvar
+        return torch.tanh(self.img[0](h) + torch.atanh(base.clamp(-0.995, 0.995))), mu, logvar  # Stage-I + correction
 
 # %% ../nbs/01_models.ipynb #55468d65
 class Stage2Discriminator(_Discriminator):

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .core import TrainConfig
-from .losses import clip_weights_, d_loss, g_loss
+from .losses import clip_weights_, d_loss, g_loss, repaint_loss
 
 # %% ../nbs/03_steps.ipynb #56decc51
 def make_optimizers(G: nn.Module, D: nn.Module, cfg: TrainConfig, fused: bool | None = None, capturable: bool = False):
@@ -64,13 +64,16 @@ def d_step(D, opt_d, real, fake, cond, cfg: TrainConfig, wrong_idx=None, autocas
 
 
 def g_step(D, opt_g, fake, mu, logvar, cfg: TrainConfig, autocast=nullcontext, scaler=None,
-           loss: str | None = None, freeze_d: bool = True, cond=None) -> dict:
-    "One generator update through the (fixed) discriminator; returns the detached loss parts."
+           loss: str | None = None, freeze_d: bool = True, cond=None, repaint=None) -> dict:
+    "One generator update through the (fixed) discriminator (+ `cfg.repaint_coef` times the `repaint` loss, given); returns the detached loss parts."
     opt_g.zero_grad(set_to_none=True)
     if freeze_d: D.requires_grad_(False)
     try:
         with autocast():
             total, parts = g_loss(D, fake, mu, logvar, loss or cfg.loss, cfg.kl_coef, cond, cfg.g_cond)
+            if repaint is not None:
+                total = total + cfg.repaint_coef * repaint
+                parts.update(g_repaint=repaint.detach(), g_loss=total.detach())
         _update(total, opt_g, scaler)
     finally:
         if freeze_d: D.requires_grad_(True)
@@ -86,7 +89,10 @@ def train_step(G, D, opt_g, opt_d, real, text_embedding, cfg: TrainConfig, step=
         _, fake, mu, logvar = G(text_embedding, noise)
     cond = text_embedding if getattr(D, 'module', D).reads_text else mu   # what D is conditioned on (TF: the caption)
     parts = d_step(D, opt_d, real, fake, cond, cfg, wrong_idx, autocast, scalers[0], loss, d_loss_fn)
-    if update_g: parts.update(g_step(D, opt_g, fake, mu, logvar, cfg, autocast, scalers[1], loss, freeze_d, cond))
+    if update_g:
+        with autocast():                                    # Stage-II: G also repaints the real birds (`losses.repaint_loss`)
+            repaint = repaint_loss(getattr(G, 'module', G), real, text_embedding) if cfg.repaint_coef else None
+        parts.update(g_step(D, opt_g, fake, mu, logvar, cfg, autocast, scalers[1], loss, freeze_d, cond, repaint))
     return parts
 
 # %% ../nbs/03_steps.ipynb #a3f0122f

@@ -30,7 +30,7 @@ from .core import (PRESETS, ModelConfig, Preset, TrainConfig, _Checked, choice, 
                               stage_preset)
 from .data import Batcher, OfficialLoader, load_images, read_cub
 from .distributed import all_gather_object, barrier, init_distributed, wrap_ddp
-from .losses import OFFICIAL_BCE
+from .losses import OFFICIAL_BCE, REPAINT_STAGE
 from .models import CheckpointMismatch, build_models
 from .runs import MirroredCheckpoints, Run
 from .steps import DLoss, GraphedTrainStep, load_optimizer_state, make_optimizers, train_step
@@ -161,7 +161,7 @@ def speed_settings(run: 'RunConfig', device: torch.device, stage: int, train: Tr
 
 # %% ../nbs/24_train.ipynb #36ac0ea7
 LATER_FIELDS = {'model': {'d_condition': 'mu', 'stage2_skip': 'none', 'stage1_in_stage2': 'eval', 'stage2_d': 'full'},  # fields added after runs
-                'train': {'g_ema': 0.0, 'g_cond': 'grad'}}                                       # existed: the value they had
+                'train': {'g_ema': 0.0, 'g_cond': 'grad', 'repaint_coef': 0.0}}                  # existed: the value they had
 STAGE1_G_FIELDS = ('gf_dim', 'condition_dim', 'z_dim', 'text_dim', 'norm', 'ca_act')  # what builds the Stage-I generator
 
 
@@ -330,6 +330,7 @@ class Trainer:
         tcfg, mcfg = self.preset.train, self.preset.model
         self.identity = experiment_identity(stage, self.preset)
         self.forced = self.dir.check_identity(self.identity, force, write=False)   # refused here, before any work
+        if tcfg.repaint_coef and stage != 2: raise ValueError(f'Stage-I with train.repaint_coef={tcfg.repaint_coef}: {REPAINT_STAGE}')
         self.speed = speed_settings(config, self.device, stage, tcfg, self.dist.world_size)
         stage1 = stage1_weights(self.run, self.preset, config.local_checkpoints) if stage == 2 else None
 

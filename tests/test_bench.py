@@ -38,8 +38,8 @@ def test_stage2_probes_smoke(tmp_path):
                         '--device', 'cpu', '--json', str(out)], capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     rows = json.loads(out.read_text())
-    assert [x['probe'] for x in rows] == ['preset', 'full-d', 'full-d-lr1e-3', 'full-d-lr2e-4', 'window-lr2e-4', 'window-lr2e-4-blur',
-                                          'window-long']
+    assert [x['probe'] for x in rows] == ['preset', 'no-repaint', 'ema', 'repaint-300', 'before', 'full-d', 'full-d-lr1e-3', 'full-d-lr2e-4',
+                                          'window-lr2e-4', 'window-lr2e-4-blur', 'window-long']
     assert all(x['steps'] > 0 and 0 <= x['test']['matched'] <= 1 and x['train']['detail_x'] >= 0 for x in rows)
     assert '| window-lr2e-4-blur |' in r.stdout and 'the numbers mean nothing' in r.stdout
     probes = tmp_path / 'runs' / 'stage2-probes'
@@ -47,3 +47,6 @@ def test_stage2_probes_smoke(tmp_path):
     assert any('d_blur' in x for x in log('window-lr2e-4-blur')) and not any('d_blur' in x for x in log('window-lr2e-4'))
     stored = lambda name: json.loads((probes / name / 'stage2' / 'config.json').read_text())
     assert [stored(n)['config']['model'].get('stage2_d', 'full') for n in ('preset', 'full-d')] == ['window', 'full']   # (full: left out)
+    assert any('g_repaint' in x for x in log('preset')) and not any('g_repaint' in x for x in log('no-repaint'))
+    cfg = lambda name, part, field, old: stored(name)['config'][part].get(field, old)                      # (old values: left out)
+    assert [cfg(n, 'train', 'repaint_coef', 0.0) for n in ('preset', 'repaint-300', 'before')] == [1000, 300, 0]
