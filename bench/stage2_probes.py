@@ -93,6 +93,7 @@ PROBES = {   # name: (blurred negatives, Stage-II overrides of the preset `quick
     'window-long': (False, BEFORE + WINDOW + ('train.g_lr=0.001', 'train.batch_size=8', 'train.epochs=3') + NO_EMA),
 }
 
+
 def probe(name: str, data: Path, stage1: Path, out: Path, device: str, n_captions: int, detail_images: int,
           extra=(), smoke=False) -> dict:
     "Train probe `name`'s Stage-II on a copy of `stage1` in out/name and measure it; returns a row of the table."

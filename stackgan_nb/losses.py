@@ -104,7 +104,7 @@ def clip_weights_(D: nn.Module, clip_value: float) -> None:
 # %% ../nbs/02_losses.ipynb #fb62cf91
 REPAINT_SOFT = 0.75                      # the real image is softened through this fraction of Stage-I's size (48 of 64 px)
 REPAINT_WINDOW = 128                     # px: the window of each real bird that is repainted (a quarter of the work of all 256)
-REPAINT_STAGE = ("train.repaint_coef is a Stage-II setting (Stage-II repaints real birds from 64 px versions): leave it 0 for "
+REPAINT_STAGE = ("train.repaint_coef is a Stage-II setting (Stage-II repaints real birds from soft quarter-size versions): leave it 0 for "
                  "Stage-I (a preset's stage2 changes, or --set train.repaint_coef=... with --stage 2).")
 
 
