@@ -11,12 +11,16 @@ Stage-II's detail at 256 px beside the upsampled Stage-I's, both as a fraction o
 
 What each part of the quickstart's Stage-II buys (each probe leaves out or changes one):
 
-- `preset`: the quickstart's Stage-II (2 epochs at batch 8, G lr 1e-3 without the moving average, Stage-I's statistics
-  frozen, D on one random 64 px window of each image, over the upsampled Stage-I image: `model.stage2_skip=stage1`,
-  and G repainting a 128 px window of each real bird from a soft 32 px version: `train.repaint_coef=1000`);
-- `no-repaint`: without the repaint term (the adversarial signal alone);
-- `ema`: samples from a moving average of G (0.99), as Stage-I's;
-- `repaint-300`: the repaint term at weight 300.
+- `preset`: the quickstart's Stage-II (3 epochs at batch 4, 675 steps, G lr 1e-3 without the moving average,
+  Stage-I's statistics frozen, D on one random 64 px window of each image, over the upsampled Stage-I image:
+  `model.stage2_skip=stage1`, and G repainting a 128 px window of each real bird from a soft 32 px version:
+  `train.repaint_coef=1000`);
+- `epochs2`, `epochs4`: 2 or 4 epochs; `batch2`, `batch2-epochs2`: batch 2 for 3 or 2 epochs (1,350 or 900 steps),
+  and `batch2-no-repaint`: batch 2 for 3 epochs without the repaint term (the adversarial signal alone);
+- `batch8`: batch 8 for 2 epochs (224 steps), the quickstart's Stage-II when the repaint lesson came, and on top of it
+  `batch8-epochs3` (3 epochs), `batch8-ema` (samples from a moving average of G, 0.99, as Stage-I's),
+  `batch8-repaint-300` / `batch8-repaint-3000` (the lesson's weight), `batch8-g-lr2e-3` (G lr 2e-3),
+  `batch8-no-repaint` (without the repaint term).
 
 The quickstart's Stage-II before the repaint (`before`: 2 epochs at batch 32, G lr 5e-5, the moving average, the skip
 `stage1`, no repaint) and what was tried on top of it:
@@ -78,12 +82,23 @@ def blurred_negatives(on: bool):
 
 NO_EMA = ('train.g_ema=0.0',)
 FULL, WINDOW = ('model.stage2_d=full',), ('model.stage2_d=window',)
-BEFORE = ('model.stage2_skip=stage1', 'train.batch_size=32', 'train.g_lr=5e-05', 'train.g_ema=0.99', 'train.repaint_coef=0')
+BATCH8 = ('train.batch_size=8', 'train.epochs=2')         # the quickstart's Stage-II when the lesson came (224 steps)
+BEFORE = ('model.stage2_skip=stage1', 'train.batch_size=32', 'train.epochs=2', 'train.g_lr=5e-05', 'train.g_ema=0.99',
+          'train.repaint_coef=0')
 PROBES = {   # name: (blurred negatives, Stage-II overrides of the preset `quickstart`; later ones win)
     'preset': (False, ()),
-    'no-repaint': (False, ('train.repaint_coef=0',)),
-    'ema': (False, ('train.g_ema=0.99',)),
-    'repaint-300': (False, ('train.repaint_coef=300',)),
+    'epochs2': (False, ('train.epochs=2',)),
+    'epochs4': (False, ('train.epochs=4',)),
+    'batch2': (False, ('train.batch_size=2',)),
+    'batch2-epochs2': (False, ('train.batch_size=2', 'train.epochs=2')),
+    'batch2-no-repaint': (False, ('train.batch_size=2', 'train.repaint_coef=0')),
+    'batch8': (False, BATCH8),
+    'batch8-no-repaint': (False, BATCH8 + ('train.repaint_coef=0',)),
+    'batch8-ema': (False, BATCH8 + ('train.g_ema=0.99',)),
+    'batch8-repaint-300': (False, BATCH8 + ('train.repaint_coef=300',)),
+    'batch8-repaint-3000': (False, BATCH8 + ('train.repaint_coef=3000',)),
+    'batch8-g-lr2e-3': (False, BATCH8 + ('train.g_lr=0.002',)),
+    'batch8-epochs3': (False, BATCH8 + ('train.epochs=3',)),
     'before': (False, BEFORE),
     'full-d': (False, BEFORE + FULL),
     'full-d-lr1e-3': (False, BEFORE + FULL + ('train.g_lr=0.001',) + NO_EMA),

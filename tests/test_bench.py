@@ -38,7 +38,9 @@ def test_stage2_probes_smoke(tmp_path):
                         '--device', 'cpu', '--json', str(out)], capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     rows = json.loads(out.read_text())
-    assert [x['probe'] for x in rows] == ['preset', 'no-repaint', 'ema', 'repaint-300', 'before', 'full-d', 'full-d-lr1e-3', 'full-d-lr2e-4',
+    assert [x['probe'] for x in rows] == ['preset', 'epochs2', 'epochs4', 'batch2', 'batch2-epochs2', 'batch2-no-repaint', 'batch8',
+                                          'batch8-no-repaint', 'batch8-ema', 'batch8-repaint-300', 'batch8-repaint-3000',
+                                          'batch8-g-lr2e-3', 'batch8-epochs3', 'before', 'full-d', 'full-d-lr1e-3', 'full-d-lr2e-4',
                                           'window-lr2e-4', 'window-lr2e-4-blur', 'window-long']
     assert all(x['steps'] > 0 and 0 <= x['test']['matched'] <= 1 and x['train']['detail_x'] >= 0 for x in rows)
     assert '| window-lr2e-4-blur |' in r.stdout and 'the numbers mean nothing' in r.stdout
@@ -47,6 +49,22 @@ def test_stage2_probes_smoke(tmp_path):
     assert any('d_blur' in x for x in log('window-lr2e-4-blur')) and not any('d_blur' in x for x in log('window-lr2e-4'))
     stored = lambda name: json.loads((probes / name / 'stage2' / 'config.json').read_text())
     assert [stored(n)['config']['model'].get('stage2_d', 'full') for n in ('preset', 'full-d')] == ['window', 'full']   # (full: left out)
-    assert any('g_repaint' in x for x in log('preset')) and not any('g_repaint' in x for x in log('no-repaint'))
+    assert any('g_repaint' in x for x in log('preset')) and not any('g_repaint' in x for x in log('batch2-no-repaint'))
     cfg = lambda name, part, field, old: stored(name)['config'][part].get(field, old)                      # (old values: left out)
-    assert [cfg(n, 'train', 'repaint_coef', 0.0) for n in ('preset', 'repaint-300', 'before')] == [1000, 300, 0]
+    assert [cfg(n, 'train', 'repaint_coef', 0.0) for n in ('preset', 'batch8-repaint-300', 'before')] == [1000, 300, 0]
+
+
+def test_stage1_curve_smoke(tmp_path):
+    "bench/stage1_curve.py scores every Stage-I snapshot of a run (tiny networks, two epochs: the numbers mean nothing)."
+    out = tmp_path / 'curve.json'
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'TQDM_DISABLE': '1', 'STACKGAN_RUNS': str(tmp_path / 'runs')}
+    r = subprocess.run([sys.executable, str(ROOT / 'bench' / 'stage1_curve.py'), '--smoke', '--root', str(tmp_path / 'qs'),
+                        '--json', str(out)], capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    rows = json.loads(out.read_text())
+    assert [x['epoch'] for x in rows] == [1, 2] and rows[0]['step'] < rows[1]['step']
+    assert all(0 <= x[sp][k] <= 1 for x in rows for sp in ('train', 'test') for k in ('matched', 'shuffled'))
+    assert '| 2 |' in r.stdout and 'the numbers mean nothing' in r.stdout
+    r = subprocess.run([sys.executable, str(ROOT / 'bench' / 'stage1_curve.py'), '--root', str(tmp_path / 'none'), '--run', 'nothing'],
+                       capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert r.returncode == 2 and 'No Stage-I snapshots' in r.stderr and 'stackgan quickstart' in r.stderr

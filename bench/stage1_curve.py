@@ -1,0 +1,69 @@
+"""Stage-I's caption following along its training: is the quickstart's Stage-I still learning when it stops?
+
+    python bench/stage1_curve.py                       # after `stackgan quickstart` (its data and run in the default places)
+    python bench/stage1_curve.py --root DIR --run quickstart --runs-root RUNS
+    python bench/stage1_curve.py --smoke               # a tiny world and a two-epoch tiny Stage-I: that the script works
+
+Scores every Stage-I generator snapshot the run kept (`stackgan_nb.callbacks.Snapshots`: five epochs spread over the
+run, the last one included) as the quickstart's report does (`stackgan_nb.quality.stage_quality`): part-colour
+accuracy against the captions the images were drawn from (matched) and against shuffled captions, for captions of the
+training and of the held-out species. With no learning-rate decay (the preset `quickstart`), a shorter run is the
+beginning of a longer one, so the table also says what fewer epochs would have reached.
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from stackgan_nb.core import TINY_OVERRIDES
+from stackgan_nb.data import read_cub
+from stackgan_nb.quality import SPLIT_NAMES, stage_quality
+from stackgan_nb.runs import Run, runs_root
+from stackgan_nb.scorer import synthetic_scorer
+from stackgan_nb.synthetic import TINY, make_synthetic_cub
+from stackgan_nb.train import train
+
+
+def table(rows: list[dict]) -> str:
+    head = '| epoch | step | matched (train / held-out) | shuffled (train / held-out) |\n|---|---|---|---|'
+    f = lambda r, k: ' / '.join(f'{r[sp][k]:.3f}' for sp in SPLIT_NAMES)
+    return '\n'.join([head] + [f'| {r["epoch"]} | {r["step"]} | {f(r, "matched")} | {f(r, "shuffled")} |' for r in rows])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    ap.add_argument('--root', default='stackgan_quickstart', help="the quickstart's folder (its synthetic data in ROOT/data)")
+    ap.add_argument('--run', default='quickstart')
+    ap.add_argument('--runs-root', default=None, help='where that run is (default: the runs folder the quickstart used)')
+    ap.add_argument('--captions', type=int, default=1000, help='captions per split, as the quickstart report')
+    ap.add_argument('--json', default=None, help='also write the rows here')
+    ap.add_argument('--smoke', action='store_true', help='tiny world and networks, two epochs: that the script works')
+    a = ap.parse_args(argv)
+    root, out = Path(a.root), runs_root(a.runs_root)
+    if a.smoke:
+        make_synthetic_cub(root / 'data', **TINY, progress=False)
+        train(root / 'data', 1, 'quickstart', a.run, TINY_OVERRIDES, epochs=2, runs_root=out, progress=False)
+        a.captions = 32
+    run = Run.named(a.run, out)
+    snaps = run.stage(1).snapshots() if run.stage(1).exists() else []
+    if not snaps:
+        ap.error(f'No Stage-I snapshots in {run.path}: run `stackgan quickstart` first (or pass --root/--run/--runs-root).')
+    data = root / 'data'
+    scorer = synthetic_scorer(data, epochs=1 if a.smoke else 4)[0]
+    splits = {sp: read_cub(data, sp) for sp in SPLIT_NAMES}
+    rows = []
+    for snap in snaps:
+        G = run.load_generator(1, epoch=snap.epoch)[0]
+        row = {'epoch': snap.epoch, 'step': snap.step}
+        for sp, split in splits.items():
+            f = stage_quality(G, split, scorer, a.captions)['following']
+            row[sp] = {'matched': f['matched'], 'shuffled': f['shuffled']}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    print(('TINY networks, two epochs: the numbers mean nothing.\n' if a.smoke else '') + table(rows))
+    if a.json: Path(a.json).write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
