@@ -2,6 +2,7 @@
 
     python bench/stage1_curve.py                       # after `stackgan quickstart` (its data and run in the default places)
     python bench/stage1_curve.py --root DIR --run quickstart --runs-root RUNS
+    python bench/stage1_curve.py --train no-r1 --set train.r1_weight=0 --epochs 100   # a variant of the quickstart's Stage-I
     python bench/stage1_curve.py --smoke               # a tiny world and a two-epoch tiny Stage-I: that the script works
 
 Scores every Stage-I generator snapshot the run kept (`stackgan_nb.callbacks.Snapshots`: five epochs spread over the
@@ -9,6 +10,10 @@ run, the last one included) as the quickstart's report does (`stackgan_nb.qualit
 accuracy against the captions the images were drawn from (matched) and against shuffled captions, for captions of the
 training and of the held-out species. With no learning-rate decay (the preset `quickstart`), a shorter run is the
 beginning of a longer one, so the table also says what fewer epochs would have reached.
+
+`--train NAME` first trains (or continues) Stage-I of the run NAME on the quickstart's data: the preset `quickstart`
+with the `--set` changes, to `--epochs`, keeping `--snapshots` generator snapshots; then scores that run. Variants
+compared this way start from the same seed and data as the quickstart's own Stage-I.
 """
 import argparse
 import json
@@ -37,13 +42,24 @@ def main(argv=None) -> int:
     ap.add_argument('--runs-root', default=None, help='where that run is (default: the runs folder the quickstart used)')
     ap.add_argument('--captions', type=int, default=1000, help='captions per split, as the quickstart report')
     ap.add_argument('--json', default=None, help='also write the rows here')
+    ap.add_argument('--train', default=None, metavar='NAME', help="first train (or continue) Stage-I of the run NAME: the quickstart's "
+                    'preset with the --set changes; then score that run')
+    ap.add_argument('--set', action='append', default=[], metavar='SECTION.FIELD=VALUE', help='with --train: a change to the preset')
+    ap.add_argument('--epochs', type=int, default=None, help="with --train: train to this many epochs (default: the preset's)")
+    ap.add_argument('--snapshots', type=int, default=5, help='with --train: generator snapshots kept, spread over the run')
     ap.add_argument('--smoke', action='store_true', help='tiny world and networks, two epochs: that the script works')
     a = ap.parse_args(argv)
     root, out = Path(a.root), runs_root(a.runs_root)
+    if (a.set or a.epochs) and not a.train: ap.error('--set and --epochs change a run that --train NAME trains.')
+    if a.train == 'quickstart': ap.error("--train quickstart would change the quickstart's own run: choose another name.")
     if a.smoke:
         make_synthetic_cub(root / 'data', **TINY, progress=False)
-        train(root / 'data', 1, 'quickstart', a.run, TINY_OVERRIDES, epochs=2, runs_root=out, progress=False)
-        a.captions = 32
+        a.set, a.epochs, a.captions = [*TINY_OVERRIDES, *a.set], a.epochs or 2, 32
+        a.train = a.train or a.run
+    if a.train:
+        if not (root / 'data').exists(): ap.error(f'No data in {root / "data"}: run `stackgan quickstart` first (or pass --root).')
+        train(root / 'data', 1, 'quickstart', a.train, a.set, epochs=a.epochs, runs_root=out, progress=False, snapshots=a.snapshots)
+        a.run = a.train
     run = Run.named(a.run, out)
     snaps = run.stage(1).snapshots() if run.stage(1).exists() else []
     if not snaps:

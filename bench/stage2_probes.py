@@ -57,8 +57,8 @@ LOW = 64                                                  # the blur round trip'
 
 def with_blurred_negatives(d_loss):
     "`d_loss` plus a fourth pair for Stage-II: each real image after a round trip through LOW px, labelled fake (right caption)."
-    def wrapped(D, real, fake, cond, loss='bce', wrong_idx=None, gp_weight=10.0):
-        total, parts = d_loss(D, real, fake, cond, loss, wrong_idx, gp_weight)
+    def wrapped(D, real, fake, cond, loss='bce', wrong_idx=None, gp_weight=10.0, r1_weight=0.0):
+        total, parts = d_loss(D, real, fake, cond, loss, wrong_idx, gp_weight, r1_weight)
         if real.shape[-1] <= LOW: return total, parts
         low = upsample(F.interpolate(real, size=(LOW, LOW), mode='area'), real.shape[-1])   # what a 64 px image holds
         h = D.encode(low)
@@ -90,6 +90,7 @@ PROBES = {   # name: (blurred negatives, Stage-II overrides of the preset `quick
     'epochs2': (False, ('train.epochs=2',)),
     'epochs4': (False, ('train.epochs=4',)),
     'batch2': (False, ('train.batch_size=2',)),
+    'r1': (False, ('train.r1_weight=1', 'train.r1_every=4')),
     'batch2-epochs2': (False, ('train.batch_size=2', 'train.epochs=2')),
     'batch2-no-repaint': (False, ('train.batch_size=2', 'train.repaint_coef=0')),
     'batch8': (False, BATCH8),

@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['LOSSES', 'OFFICIAL_BCE', 'G_CONDS', 'REPAINT_SOFT', 'REPAINT_WINDOW', 'REPAINT_STAGE', 'kl_loss', 'adv_term',
-           'gradient_penalty', 'd_loss', 'g_loss', 'clip_weights_', 'soft_low', 'repaint_loss']
+           'gradient_penalty', 'r1_penalty', 'd_loss', 'g_loss', 'clip_weights_', 'soft_low', 'repaint_loss']
 
 # %% ../nbs/02_losses.ipynb #bc76f326
 import torch
@@ -51,19 +51,29 @@ def gradient_penalty(D: nn.Module, real: torch.Tensor, fake: torch.Tensor, cond:
     return ((_full(grad).flatten(1).norm(2, dim=1) - 1) ** 2).mean()
 
 
-def d_loss(D: nn.Module, real_imgs, fake_imgs, cond, loss='bce', wrong_idx=None, gp_weight=10.0):
-    "Matching-aware D loss on (real, wrong, fake) pairs [+ unconditional terms]; returns (total, parts)."
+def r1_penalty(real_imgs: torch.Tensor, real_scores: torch.Tensor) -> torch.Tensor:
+    "R1: E||grad_x D(x)||^2 over real images `real_imgs` (which require grad), from D's scores `real_scores` (B,) of them."
+    grad, = torch.autograd.grad(_full(real_scores).sum(), real_imgs, create_graph=True)
+    return _full(grad).flatten(1).pow(2).sum(1).mean()
+
+
+def d_loss(D: nn.Module, real_imgs, fake_imgs, cond, loss='bce', wrong_idx=None, gp_weight=10.0, r1_weight=0.0):
+    "Matching-aware D loss on (real, wrong, fake) pairs [+ unconditional terms] [+ r1_weight / 2 * R1]; returns (total, parts)."
     cond, fake_imgs = cond.detach(), fake_imgs.detach()
+    if r1_weight: real_imgs = real_imgs.detach().requires_grad_(True)   # R1 differentiates D's scores of the real images
     real_h, fake_h = D.encode(real_imgs), D.encode(fake_imgs)   # (B, 8ndf, 4, 4) each
     # The official order of operations (real pair, then the wrong pair sliced from real_h, then fake): autograd then
     # sums the gradients reaching real_h in the official order, bit for bit the official step in the baseline mode.
-    parts = {'d_real': adv_term(D.cond_logits(real_h, cond), True, loss)}
+    real_scores = D.cond_logits(real_h, cond)                  # (B,)
+    parts = {'d_real': adv_term(real_scores, True, loss)}
     if wrong_idx is None: wrong_h, wrong_c = real_h[:-1], cond[1:]  # official: image i with condition i+1
     else: wrong_h, wrong_c = real_h, cond[wrong_idx]
     parts['d_wrong'] = adv_term(D.cond_logits(wrong_h, wrong_c), False, loss)
     parts['d_fake'] = adv_term(D.cond_logits(fake_h, cond), False, loss)
     if D.has_uncond:
-        parts['d_uncond_real'] = adv_term(D.uncond_logits(real_h), True, loss)
+        uncond_real = D.uncond_logits(real_h)                  # (B,)
+        parts['d_uncond_real'] = adv_term(uncond_real, True, loss)
+        real_scores = real_scores + uncond_real
         parts['d_uncond_fake'] = adv_term(D.uncond_logits(fake_h), False, loss)
         total = ((parts['d_real'] + parts['d_uncond_real']) / 2
                  + (parts['d_fake'] + parts['d_wrong'] + parts['d_uncond_fake']) / 3)
@@ -72,6 +82,9 @@ def d_loss(D: nn.Module, real_imgs, fake_imgs, cond, loss='bce', wrong_idx=None,
     if loss == 'wgan-gp':
         parts['d_gp'] = gradient_penalty(D, real_imgs, fake_imgs, cond)
         total = total + gp_weight * parts['d_gp']
+    if r1_weight:
+        parts['d_r1'] = r1_penalty(real_imgs, real_scores)
+        total = total + r1_weight / 2 * parts['d_r1']
     parts['d_loss'] = total
     return total, {k: v.detach() for k, v in parts.items()}
 

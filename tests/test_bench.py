@@ -38,7 +38,7 @@ def test_stage2_probes_smoke(tmp_path):
                         '--device', 'cpu', '--json', str(out)], capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     rows = json.loads(out.read_text())
-    assert [x['probe'] for x in rows] == ['preset', 'epochs2', 'epochs4', 'batch2', 'batch2-epochs2', 'batch2-no-repaint', 'batch8',
+    assert [x['probe'] for x in rows] == ['preset', 'epochs2', 'epochs4', 'batch2', 'r1', 'batch2-epochs2', 'batch2-no-repaint', 'batch8',
                                           'batch8-no-repaint', 'batch8-ema', 'batch8-repaint-300', 'batch8-repaint-3000',
                                           'batch8-g-lr2e-3', 'batch8-epochs3', 'before', 'full-d', 'full-d-lr1e-3', 'full-d-lr2e-4',
                                           'window-lr2e-4', 'window-lr2e-4-blur', 'window-long']
@@ -52,6 +52,7 @@ def test_stage2_probes_smoke(tmp_path):
     assert any('g_repaint' in x for x in log('preset')) and not any('g_repaint' in x for x in log('batch2-no-repaint'))
     cfg = lambda name, part, field, old: stored(name)['config'][part].get(field, old)                      # (old values: left out)
     assert [cfg(n, 'train', 'repaint_coef', 0.0) for n in ('preset', 'batch8-repaint-300', 'before')] == [1000, 300, 0]
+    assert any('d_r1' in x for x in log('r1')) and not any('d_r1' in x for x in log('preset'))   # R1: Stage-I's, not Stage-II's
 
 
 def test_stage1_curve_smoke(tmp_path):
@@ -68,3 +69,13 @@ def test_stage1_curve_smoke(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / 'bench' / 'stage1_curve.py'), '--root', str(tmp_path / 'none'), '--run', 'nothing'],
                        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
     assert r.returncode == 2 and 'No Stage-I snapshots' in r.stderr and 'stackgan quickstart' in r.stderr
+    r = subprocess.run([sys.executable, str(ROOT / 'bench' / 'stage1_curve.py'), '--smoke', '--root', str(tmp_path / 'qs'),
+                        '--train', 'no-r1', '--set', 'train.r1_weight=0'], capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    stored = lambda run: json.loads((tmp_path / 'runs' / run / 'stage1' / 'config.json').read_text())['config']
+    r1 = lambda run: stored(run)['train'].get('r1_weight', 0.0)                 # (0, the value before the field: left out)
+    assert (stored('no-r1')['preset'], r1('no-r1'), r1('quickstart'), stored('no-r1')['model']['gf_dim']) == ('quickstart', 0.0, 0.3, 4)
+    for args, why in ((['--set', 'train.r1_weight=0'], '--train NAME'), (['--train', 'quickstart'], "the quickstart's own run")):
+        r = subprocess.run([sys.executable, str(ROOT / 'bench' / 'stage1_curve.py'), '--root', str(tmp_path / 'qs'), *args],
+                           capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+        assert r.returncode == 2 and why in r.stderr, r.stderr

@@ -2,6 +2,7 @@
 A short run completes; the two ranks read disjoint shards and end with identical weights; rank 0 alone writes one set of
 checkpoints (with every rank's random state); the job resumes from it under torchrun, through a script and through the
 `stackgan` command."""
+import math
 import os
 import subprocess
 import sys
@@ -93,3 +94,16 @@ def test_two_processes_train_checkpoint_once_and_resume(tmp_path):
     assert 'Resumed' in r.stdout and 'epoch 4, step 8' in r.stdout
     assert load_checkpoint(sorted(folder.glob('ckpt-*.pt'))[-1])['step'] == 8
     assert [r['epoch'] for r in read_jsonl(folder / 'log.jsonl')] == [1, 2, 3, 4]
+
+
+def test_two_processes_with_the_r1_penalty(tmp_path):
+    "The R1 penalty (a double backward through D) trains under DistributedDataParallel: every epoch logs it, the weights stay finite."
+    data, runs = make_synthetic_cub(tmp_path / 'data', **TINY, progress=False), tmp_path / 'runs'
+    exe = Path(sys.executable).parent / 'stackgan'
+    sets = [a for s in (*TINY_MODEL, 'train.r1_weight=1', 'train.r1_every=2') for a in ('--set', s)]
+    torchrun(exe, '--', 'train', '--data', data, '--run', 'ddp-r1', '--runs-root', runs, '--epochs', 2, '--device', 'cpu', '-q', *sets)
+    folder = runs / 'ddp-r1' / 'stage1'
+    log = read_jsonl(folder / 'log.jsonl')
+    assert [r['epoch'] for r in log] == [1, 2] and all(r['d_r1'] > 0 and math.isfinite(r['d_loss']) for r in log)
+    state = load_checkpoint(sorted(folder.glob('ckpt-*.pt'))[-1])
+    assert state['step'] == 4 and all(torch.isfinite(v).all() for v in state['D'].values() if v.is_floating_point())
