@@ -50,21 +50,21 @@ def main(argv=None) -> int:
     ap.add_argument('--smoke', action='store_true', help='tiny world and networks, two epochs: that the script works')
     a = ap.parse_args(argv)
     root, out = Path(a.root), runs_root(a.runs_root)
+    data = root / 'data'
     if (a.set or a.epochs) and not a.train: ap.error('--set and --epochs change a run that --train NAME trains.')
     if a.train == 'quickstart': ap.error("--train quickstart would change the quickstart's own run: choose another name.")
     if a.smoke:
-        make_synthetic_cub(root / 'data', **TINY, progress=False)
+        make_synthetic_cub(data, **TINY, progress=False)
         a.set, a.epochs, a.captions = [*TINY_OVERRIDES, *a.set], a.epochs or 2, 32
         a.train = a.train or a.run
     if a.train:
-        if not (root / 'data').exists(): ap.error(f'No data in {root / "data"}: run `stackgan quickstart` first (or pass --root).')
-        train(root / 'data', 1, 'quickstart', a.train, a.set, epochs=a.epochs, runs_root=out, progress=False, snapshots=a.snapshots)
+        if not data.exists(): ap.error(f'No data in {data}: run `stackgan quickstart` first (or pass --root).')
+        train(data, 1, 'quickstart', a.train, a.set, epochs=a.epochs, runs_root=out, progress=False, snapshots=a.snapshots)
         a.run = a.train
     run = Run.named(a.run, out)
     snaps = run.stage(1).snapshots() if run.stage(1).exists() else []
     if not snaps:
         ap.error(f'No Stage-I snapshots in {run.path}: run `stackgan quickstart` first (or pass --root/--run/--runs-root).')
-    data = root / 'data'
     scorer = synthetic_scorer(data, epochs=1 if a.smoke else 4)[0]
     splits = {sp: read_cub(data, sp) for sp in SPLIT_NAMES}
     rows = []
