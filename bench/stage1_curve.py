@@ -3,6 +3,7 @@
     python bench/stage1_curve.py                       # after `stackgan quickstart` (its data and run in the default places)
     python bench/stage1_curve.py --root DIR --run quickstart --runs-root RUNS
     python bench/stage1_curve.py --train no-r1 --set train.r1_weight=0 --epochs 100   # a variant of the quickstart's Stage-I
+    python bench/stage1_curve.py --train kl2-seed1 --set train.kl_coef=2 --seed 1 --epochs 60   # ... from another seed
     python bench/stage1_curve.py --smoke               # a tiny world and a two-epoch tiny Stage-I: that the script works
 
 Scores every Stage-I generator snapshot the run kept (`stackgan_nb.callbacks.Snapshots`: five epochs spread over the
@@ -13,7 +14,8 @@ beginning of a longer one, so the table also says what fewer epochs would have r
 
 `--train NAME` first trains (or continues) Stage-I of the run NAME on the quickstart's data: the preset `quickstart`
 with the `--set` changes, to `--epochs`, keeping `--snapshots` generator snapshots; then scores that run. Variants
-compared this way start from the same seed and data as the quickstart's own Stage-I.
+compared this way start from the same data as the quickstart's own Stage-I, and from its seed unless `--seed` says
+otherwise: runs of one recipe differ by a few hundredths from seed to seed, so compare recipes over several seeds.
 """
 import argparse
 import json
@@ -47,11 +49,12 @@ def main(argv=None) -> int:
     ap.add_argument('--set', action='append', default=[], metavar='SECTION.FIELD=VALUE', help='with --train: a change to the preset')
     ap.add_argument('--epochs', type=int, default=None, help="with --train: train to this many epochs (default: the preset's)")
     ap.add_argument('--snapshots', type=int, default=5, help='with --train: generator snapshots kept, spread over the run')
+    ap.add_argument('--seed', type=int, default=0, help="with --train: the run's seed (noise, data order, augmentation; the quickstart's: 0)")
     ap.add_argument('--smoke', action='store_true', help='tiny world and networks, two epochs: that the script works')
     a = ap.parse_args(argv)
     root, out = Path(a.root), runs_root(a.runs_root)
     data = root / 'data'
-    if (a.set or a.epochs) and not a.train: ap.error('--set and --epochs change a run that --train NAME trains.')
+    if (a.set or a.epochs or a.seed) and not a.train: ap.error('--set, --epochs and --seed change a run that --train NAME trains.')
     if a.train == 'quickstart': ap.error("--train quickstart would change the quickstart's own run: choose another name.")
     if a.smoke:
         make_synthetic_cub(data, **TINY, progress=False)
@@ -59,7 +62,7 @@ def main(argv=None) -> int:
         a.train = a.train or a.run
     if a.train:
         if not data.exists(): ap.error(f'No data in {data}: run `stackgan quickstart` first (or pass --root).')
-        train(data, 1, 'quickstart', a.train, a.set, epochs=a.epochs, runs_root=out, progress=False, snapshots=a.snapshots)
+        train(data, 1, 'quickstart', a.train, a.set, epochs=a.epochs, runs_root=out, progress=False, snapshots=a.snapshots, seed=a.seed)
         a.run = a.train
     run = Run.named(a.run, out)
     snaps = run.stage(1).snapshots() if run.stage(1).exists() else []
