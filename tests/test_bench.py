@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from stackgan_nb.runs import Run
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -47,10 +49,10 @@ def test_stage2_probes_smoke(tmp_path):
     probes = tmp_path / 'runs' / 'stage2-probes'
     log = lambda name: [json.loads(l) for l in (probes / name / 'stage2' / 'log.jsonl').read_text().splitlines()]
     assert any('d_blur' in x for x in log('window-lr2e-4-blur')) and not any('d_blur' in x for x in log('window-lr2e-4'))
-    stored = lambda name: json.loads((probes / name / 'stage2' / 'config.json').read_text())
-    assert [stored(n)['config']['model'].get('stage2_d', 'full') for n in ('preset', 'full-d')] == ['window', 'full']   # (full: left out)
+    stored = lambda name: Run.named(name, probes).stage(2).identity()
+    assert [stored(n)['model'].get('stage2_d', 'full') for n in ('preset', 'full-d')] == ['window', 'full']   # (full: left out)
     assert any('g_repaint' in x for x in log('preset')) and not any('g_repaint' in x for x in log('batch2-no-repaint'))
-    cfg = lambda name, part, field, old: stored(name)['config'][part].get(field, old)                      # (old values: left out)
+    cfg = lambda name, part, field, old: stored(name)[part].get(field, old)                      # (old values: left out)
     assert [cfg(n, 'train', 'repaint_coef', 0.0) for n in ('preset', 'batch8-repaint-300', 'before')] == [1000, 300, 0]
     assert any('d_r1' in x for x in log('r1')) and not any('d_r1' in x for x in log('preset'))   # R1: Stage-I's, not Stage-II's
 
@@ -72,7 +74,7 @@ def test_stage1_curve_smoke(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / 'bench' / 'stage1_curve.py'), '--smoke', '--root', str(tmp_path / 'qs'),
                         '--train', 'no-r1', '--set', 'train.r1_weight=0'], capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    stored = lambda run: json.loads((tmp_path / 'runs' / run / 'stage1' / 'config.json').read_text())['config']
+    stored = lambda run: Run.named(run, tmp_path / 'runs').stage(1).identity()
     r1 = lambda run: stored(run)['train'].get('r1_weight', 0.0)                 # (0, the value before the field: left out)
     assert (stored('no-r1')['preset'], r1('no-r1'), r1('quickstart'), stored('no-r1')['model']['gf_dim']) == ('quickstart', 0.0, 0.3, 4)
     for args, why in ((['--set', 'train.r1_weight=0'], '--train NAME'), (['--seed', '1'], '--train NAME'),
