@@ -2,6 +2,7 @@
 
     python bench/stage2_probes.py                      # after `stackgan quickstart` (its data and run in the default places)
     python bench/stage2_probes.py --root DIR --run quickstart --probes preset,full-d
+    python bench/stage2_probes.py --root DIR --set model.condition_dim=64   # over a quickstart run with that change
     python bench/stage2_probes.py --smoke              # tiny networks and world, about a minute: that the script works
 
 Each probe trains Stage-II again on top of the quickstart run's Stage-I (a copy of its `stage1/` folder, so every probe
@@ -17,6 +18,8 @@ What each part of the quickstart's Stage-II buys (each probe leaves out or chang
   `train.repaint_coef=1000`);
 - `epochs2`, `epochs4`: 2 or 4 epochs; `batch2`, `batch2-epochs2`: batch 2 for 3 or 2 epochs (1,350 or 900 steps),
   and `batch2-no-repaint`: batch 2 for 3 epochs without the repaint term (the adversarial signal alone);
+- `decay1`: the learning rates halved after each epoch; `repaint-3000`: the lesson at weight 3000; `d-lr2e-3`: D's
+  learning rate 2e-3;
 - `batch8`: batch 8 for 2 epochs (224 steps), the quickstart's Stage-II when the repaint lesson came, and on top of it
   `batch8-epochs3` (3 epochs), `batch8-ema` (samples from a moving average of G, 0.99, as Stage-I's),
   `batch8-repaint-300` / `batch8-repaint-3000` (the lesson's weight), `batch8-g-lr2e-3` (G lr 2e-3),
@@ -93,6 +96,9 @@ PROBES = {   # name: (blurred negatives, Stage-II overrides of the preset `quick
     'r1': (False, ('train.r1_weight=1', 'train.r1_every=4')),
     'batch2-epochs2': (False, ('train.batch_size=2', 'train.epochs=2')),
     'batch2-no-repaint': (False, ('train.batch_size=2', 'train.repaint_coef=0')),
+    'decay1': (False, ('train.lr_decay_every=1',)),
+    'repaint-3000': (False, ('train.repaint_coef=3000',)),
+    'd-lr2e-3': (False, ('train.d_lr=0.002',)),
     'batch8': (False, BATCH8),
     'batch8-no-repaint': (False, BATCH8 + ('train.repaint_coef=0',)),
     'batch8-ema': (False, BATCH8 + ('train.g_ema=0.99',)),
@@ -151,17 +157,19 @@ def main(argv=None) -> int:
     ap.add_argument('--detail-images', type=int, default=128, help='images per split for the detail measure')
     ap.add_argument('--device', default='auto')
     ap.add_argument('--json', default=None, help='also write the rows here')
+    ap.add_argument('--set', action='append', default=[], metavar='SECTION.FIELD=VALUE',
+                    help="the Stage-I run's own changes to the preset, e.g. --set model.condition_dim=64 (every probe takes them)")
     ap.add_argument('--smoke', action='store_true', help='tiny world and networks, one epoch each: that the script works')
     a = ap.parse_args(argv)
     names = [p for p in a.probes.split(',') if p]
     unknown = [p for p in names if p not in PROBES]
     if unknown: ap.error(f'unknown probe(s) {", ".join(unknown)}; choose from {", ".join(PROBES)}')
     root, out = Path(a.root), runs_root(a.runs_root)
-    extra = ()
+    extra = tuple(a.set)
     if a.smoke:                                            # a tiny world and a one-epoch tiny Stage-I to start from
-        extra = TINY_OVERRIDES + ('train.epochs=1',)
+        extra = TINY_OVERRIDES + ('train.epochs=1',) + extra
         make_synthetic_cub(root / 'data', **TINY, progress=False)
-        train(root / 'data', 1, 'quickstart', a.run, TINY_OVERRIDES, epochs=1, runs_root=out, device=a.device, progress=False)
+        train(root / 'data', 1, 'quickstart', a.run, TINY_OVERRIDES + tuple(a.set), epochs=1, runs_root=out, device=a.device, progress=False)
         a.captions, a.detail_images = 32, 8
     stage1 = out / a.run / 'stage1'
     if not any(stage1.glob('ckpt-*.pt')):

@@ -69,7 +69,8 @@ def cmd_download(args) -> None:
 # %% ../nbs/50_cli.ipynb #fe8f3912
 def cmd_quickstart(args) -> None:
     "Synthetic CUB -> Stage-I -> Stage-II -> evaluation, with a report (minutes on a CPU)."
-    quickstart(root=args.root, device=args.device, smoke=True if args.smoke else None, progress=not args.quiet, runs_root=args.runs_root)
+    quickstart(root=args.root, device=args.device, smoke=True if args.smoke else None, progress=not args.quiet, runs_root=args.runs_root,
+               seed=args.seed)
 
 
 def cmd_sample(args) -> None:
@@ -158,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--runs-root', help='where the run is kept (default: $STACKGAN_RUNS, Drive on Colab, ./runs): where the widgets look')
     p.add_argument('--device', default='auto', type=device_arg, help=DEVICE_HELP)
     p.add_argument('--smoke', action='store_true', help='tiny sizes: seconds (also set by SMOKE=1)')
+    p.add_argument('--seed', type=number_arg(0), default=0, help='seed (default 0: the run `quickstart`; another trains `quickstart-seedN`)')
     p.add_argument('-q', '--quiet', action='store_true', help='no progress bars')
     p.set_defaults(func=cmd_quickstart)
 

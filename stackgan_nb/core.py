@@ -151,7 +151,7 @@ def _preset(name, doc, model=None, stage2=(), **train):
 
 
 TINY_MODEL = dict(gf_dim=8, df_dim=4, condition_dim=4, z_dim=8, r_num=1)   # preset 'tiny' (Stage-II's last layer: gf_dim // 4 = 2 channels)
-QUICKSTART_MODEL = dict(gf_dim=16, df_dim=16, condition_dim=32, z_dim=32, r_num=1, ca_act='leaky_relu', d_condition='text',
+QUICKSTART_MODEL = dict(gf_dim=16, df_dim=16, condition_dim=64, z_dim=32, r_num=1, ca_act='leaky_relu', d_condition='text',
                         stage2_skip='stage1')
 _wgan = dict(loss='wgan-clip', n_critic=5, clip_value=0.01)
 PRESETS = {p.name: p for p in [
@@ -170,7 +170,7 @@ PRESETS = {p.name: p for p in [
             'c 4, z 8, one residual block, batch 8 and learning rates 2e-3, so that a few steps move the weights.',
             TINY_MODEL, batch_size=8, g_lr=2e-3, d_lr=2e-3),
     _preset('quickstart', 'The CPU quickstart on the synthetic CUB (`stackgan quickstart`), not the paper: narrow networks (gf 16, df 16, '
-            'c 32, z 32, one residual block), D reads the caption and each sample is the mean of 4 captions (StackGAN TF), leaky ReLU '
+            'c 64, z 32, one residual block), D reads the caption and each sample is the mean of 4 captions (StackGAN TF), leaky ReLU '
             'after the CA, batch 32, lr 1e-3 without decay, a moving average of G, an R1 penalty on D (gamma 0.3, every 4th step), KL weight 0.1, 80 epochs; '
             'Stage-II: 3 epochs at batch 4 without the moving average or the R1 penalty '
             "over the upsampled Stage-I image (the skip), Stage-I's statistics frozen, D on one 64 px window of each "

@@ -37,23 +37,30 @@ def test_stage2_probes_smoke(tmp_path):
     out = tmp_path / 'probes.json'
     env = {**os.environ, 'OMP_NUM_THREADS': '1', 'TQDM_DISABLE': '1', 'STACKGAN_RUNS': str(tmp_path / 'runs')}
     r = subprocess.run([sys.executable, str(ROOT / 'bench' / 'stage2_probes.py'), '--smoke', '--root', str(tmp_path / 'qs'),
-                        '--device', 'cpu', '--json', str(out)], capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
+                        '--device', 'cpu', '--json', str(out), '--set', 'model.condition_dim=6'], capture_output=True, text=True,
+                       timeout=900, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     rows = json.loads(out.read_text())
-    assert [x['probe'] for x in rows] == ['preset', 'epochs2', 'epochs4', 'batch2', 'r1', 'batch2-epochs2', 'batch2-no-repaint', 'batch8',
+    assert [x['probe'] for x in rows] == ['preset', 'epochs2', 'epochs4', 'batch2', 'r1', 'batch2-epochs2', 'batch2-no-repaint', 'decay1',
+                                          'repaint-3000', 'd-lr2e-3', 'batch8',
                                           'batch8-no-repaint', 'batch8-ema', 'batch8-repaint-300', 'batch8-repaint-3000',
                                           'batch8-g-lr2e-3', 'batch8-epochs3', 'before', 'full-d', 'full-d-lr1e-3', 'full-d-lr2e-4',
                                           'window-lr2e-4', 'window-lr2e-4-blur', 'window-long']
     assert all(x['steps'] > 0 and 0 <= x['test']['matched'] <= 1 and x['train']['detail_x'] >= 0 for x in rows)
     assert '| window-lr2e-4-blur |' in r.stdout and 'the numbers mean nothing' in r.stdout
     probes = tmp_path / 'runs' / 'stage2-probes'
-    log = lambda name: [json.loads(l) for l in (probes / name / 'stage2' / 'log.jsonl').read_text().splitlines()]
+    def log(name):                                         # a probe's Stage-II log; empty would make `not any` pass vacuously
+        rows = [json.loads(l) for l in (probes / name / 'stage2' / 'log.jsonl').read_text().splitlines()]
+        assert rows, f'probe {name} logged no epoch'
+        return rows
     assert any('d_blur' in x for x in log('window-lr2e-4-blur')) and not any('d_blur' in x for x in log('window-lr2e-4'))
     stored = lambda name: Run.named(name, probes).stage(2).identity()
     assert [stored(n)['model'].get('stage2_d', 'full') for n in ('preset', 'full-d')] == ['window', 'full']   # (full: left out)
     assert any('g_repaint' in x for x in log('preset')) and not any('g_repaint' in x for x in log('batch2-no-repaint'))
     cfg = lambda name, part, field, old: stored(name)[part].get(field, old)                      # (old values: left out)
     assert [cfg(n, 'train', 'repaint_coef', 0.0) for n in ('preset', 'batch8-repaint-300', 'before')] == [1000, 300, 0]
+    assert [cfg(n, 'train', 'lr_decay_every', 0) for n in ('preset', 'decay1')] == [0, 1]
+    assert all(stored(n)['model']['condition_dim'] == 6 for n in ('preset', 'before'))          # --set reaches every probe
     assert any('d_r1' in x for x in log('r1')) and not any('d_r1' in x for x in log('preset'))   # R1: Stage-I's, not Stage-II's
 
 
@@ -82,3 +89,20 @@ def test_stage1_curve_smoke(tmp_path):
         r = subprocess.run([sys.executable, str(ROOT / 'bench' / 'stage1_curve.py'), '--root', str(tmp_path / 'qs'), *args],
                            capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
         assert r.returncode == 2 and why in r.stderr, r.stderr
+
+
+def test_quickstart_quality_smoke(tmp_path):
+    "bench/quickstart_quality.py runs the quickstart (here tiny, from seed 2, with a preset change) and lists the bars it misses."
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'TQDM_DISABLE': '1', 'STACKGAN_RUNS': str(tmp_path / 'runs')}
+    script = str(ROOT / 'bench' / 'quickstart_quality.py')
+    r = subprocess.run([sys.executable, script, '--smoke', '--root', str(tmp_path / 'qs'), '--seed', '2', '--set', 'train.kl_coef=0.5'],
+                       capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert r.returncode == 1 and 'MISSED:' in r.stdout and 'the report has a caveat' in r.stdout, r.stdout[-3000:] + r.stderr[-3000:]
+    run = Run.named('quickstart-seed2', tmp_path / 'runs')                    # another seed: a run of its own
+    for stage in (1, 2):
+        assert run.stage(stage).identity()['train']['kl_coef'] == 0.5
+        ckpt, _ = run.stage(stage).latest()
+        assert ckpt['run_config']['seed'] == 2
+    assert not (tmp_path / 'runs' / 'quickstart').exists()
+    r = subprocess.run([sys.executable, script, '--seed', '-1'], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
+    assert r.returncode == 2 and 'seeds are >= 0' in r.stderr

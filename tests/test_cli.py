@@ -67,7 +67,8 @@ def tiny(tmp_path_factory):
 
 
 # --- B: every numeric option is checked when it is read, and the error names the option and its range
-REQUIRED = {'train': ['--data', '/nonexistent'], 'sample': ['--run', 'r', '--caption', 'c'], 'evaluate': ['--run', 'r']}
+REQUIRED = {'train': ['--data', '/nonexistent'], 'sample': ['--run', 'r', '--caption', 'c'], 'evaluate': ['--run', 'r'],
+            'quickstart': ['--root', '/nonexistent/qs']}
 NUMERIC = [
     ('train', ['--epochs', '0'], 'argument --epochs: 0 must be >= 1'),              # was: the preset's 600 epochs
     ('train', ['--max-steps', '-5'], 'argument --max-steps: -5 must be >= 1'),      # was: silently nothing
@@ -77,6 +78,7 @@ NUMERIC = [
     ('sample', ['-n', '0'], 'argument -n: 0 must be >= 1'),
     ('sample', ['--seed', str(2**64)], f'argument --seed: {2**64} must fit in 64 bits (at most 2**63-1)'),
     ('evaluate', ['--samples', '10'], 'argument --samples: 10 must be >= 64 and <= 100000'),
+    ('quickstart', ['--seed', '-1'], 'argument --seed: -1 must be >= 0'),
 ]
 
 
