@@ -3,7 +3,7 @@
     python bench/quickstart_quality.py                       # the default quickstart in ./stackgan_quickstart (~8 min, 2 CPU cores)
     python bench/quickstart_quality.py --root DIR --max-minutes 8
     python bench/quickstart_quality.py --seed 1                                  # the same recipe from another seed
-    python bench/quickstart_quality.py --root DIR --set model.condition_dim=64   # a variant (a fresh runs folder: $STACKGAN_RUNS)
+    python bench/quickstart_quality.py --root DIR --set model.condition_dim=32   # a variant (a fresh runs folder: $STACKGAN_RUNS)
     python bench/quickstart_quality.py --smoke --root DIR                         # tiny sizes, seconds: that the script works
 
 Runs (or, when ROOT already holds a finished run, resumes to nothing new and re-measures) the README's main job and
@@ -22,6 +22,7 @@ import argparse
 import sys
 import time
 
+from stackgan_nb.cli import number_arg, setting_arg
 from stackgan_nb.quality import SPLIT_NAMES, quality_lines
 from stackgan_nb.quickstart import quickstart
 
@@ -50,12 +51,11 @@ def main(argv=None) -> int:
     ap.add_argument('--tolerance', type=float, default=0.01, help='how far Stage-II may fall below Stage-I (noise)')
     ap.add_argument('--detail', type=float, default=0.8, help="required Stage-II detail as a fraction of the real birds'")
     ap.add_argument('--max-minutes', type=float, help='also require the whole call to take at most this long')
-    ap.add_argument('--seed', type=int, default=0, help="the run's seed (default 0, the README's run; another trains quickstart-seedN)")
-    ap.add_argument('--set', action='append', default=[], metavar='SECTION.FIELD=VALUE',
-                    help="change the preset for both stages, e.g. --set model.condition_dim=64 (the epochs stay the quickstart's)")
+    ap.add_argument('--seed', type=number_arg(0), default=0, help="the run's seed (default 0, the README's run; another trains quickstart-seedN)")
+    ap.add_argument('--set', action='append', default=[], metavar='SECTION.FIELD=VALUE', type=setting_arg,
+                    help="change the preset for both stages, e.g. --set model.condition_dim=32 (the epochs stay the quickstart's)")
     ap.add_argument('--smoke', action='store_true', help='tiny world and networks, one epoch each: that the script works')
     args = ap.parse_args(argv)
-    if args.seed < 0: ap.error(f'--seed {args.seed}: seeds are >= 0.')
     t0 = time.time()
     res = quickstart(args.root, device=args.device, smoke=args.smoke, progress=False, seed=args.seed, overrides=args.set)
     minutes = (time.time() - t0) / 60

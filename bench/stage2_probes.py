@@ -2,7 +2,7 @@
 
     python bench/stage2_probes.py                      # after `stackgan quickstart` (its data and run in the default places)
     python bench/stage2_probes.py --root DIR --run quickstart --probes preset,full-d
-    python bench/stage2_probes.py --root DIR --set model.condition_dim=64   # over a quickstart run with that change
+    python bench/stage2_probes.py --root DIR --set model.condition_dim=32   # over a quickstart run with that change
     python bench/stage2_probes.py --smoke              # tiny networks and world, about a minute: that the script works
 
 Each probe trains Stage-II again on top of the quickstart run's Stage-I (a copy of its `stage1/` folder, so every probe
@@ -49,6 +49,7 @@ from pathlib import Path
 import torch.nn.functional as F
 
 from stackgan_nb import losses, steps
+from stackgan_nb.cli import setting_arg
 from stackgan_nb.core import TINY_OVERRIDES
 from stackgan_nb.quality import SPLIT_NAMES, quality_report, upsample
 from stackgan_nb.runs import runs_root
@@ -157,8 +158,8 @@ def main(argv=None) -> int:
     ap.add_argument('--detail-images', type=int, default=128, help='images per split for the detail measure')
     ap.add_argument('--device', default='auto')
     ap.add_argument('--json', default=None, help='also write the rows here')
-    ap.add_argument('--set', action='append', default=[], metavar='SECTION.FIELD=VALUE',
-                    help="the Stage-I run's own changes to the preset, e.g. --set model.condition_dim=64 (every probe takes them)")
+    ap.add_argument('--set', action='append', default=[], metavar='SECTION.FIELD=VALUE', type=setting_arg,
+                    help="the Stage-I run's own changes to the preset, e.g. --set model.condition_dim=32 (every probe takes them)")
     ap.add_argument('--smoke', action='store_true', help='tiny world and networks, one epoch each: that the script works')
     a = ap.parse_args(argv)
     names = [p for p in a.probes.split(',') if p]

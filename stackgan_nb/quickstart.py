@@ -77,7 +77,7 @@ def quickstart(root='stackgan_quickstart',   # folder for the synthetic data
                device='auto', smoke: bool | None = None, progress: bool = True,
                runs_root=None,               # where the run is kept; default: `runs.runs_root()` ($STACKGAN_RUNS, Drive on Colab, ./runs)
                seed: int = 0,                # weights, noise and data order; another seed trains the run `quickstart-seedN`
-               overrides=(),                 # changes to the preset for both stages, e.g. ['model.condition_dim=64']; epochs stay the quickstart's
+               overrides=(),                 # changes to the preset for both stages, e.g. ['model.condition_dim=32']; epochs stay the quickstart's
               ) -> dict:
     "Synthetic CUB -> Stage-I -> Stage-II -> quality report and evaluation -> grid, curves, scores and REPORT.md in the run `quickstart` (`run_name(seed)`) of the default runs folder."
     smoke = os.environ.get('SMOKE') == '1' if smoke is None else smoke

@@ -105,4 +105,7 @@ def test_quickstart_quality_smoke(tmp_path):
         assert ckpt['run_config']['seed'] == 2
     assert not (tmp_path / 'runs' / 'quickstart').exists()
     r = subprocess.run([sys.executable, script, '--seed', '-1'], capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
-    assert r.returncode == 2 and 'seeds are >= 0' in r.stderr
+    assert r.returncode == 2 and 'argument --seed: -1 must be >= 0' in r.stderr
+    r = subprocess.run([sys.executable, script, '--set', 'model.condition_dim=0'], capture_output=True, text=True, timeout=300, env=env,
+                       cwd=tmp_path)
+    assert r.returncode == 2 and 'argument --set' in r.stderr and 'condition_dim' in r.stderr and 'Traceback' not in r.stderr
