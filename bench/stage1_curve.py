@@ -22,6 +22,7 @@ import json
 import sys
 from pathlib import Path
 
+from stackgan_nb.cli import number_arg, setting_arg
 from stackgan_nb.core import TINY_OVERRIDES
 from stackgan_nb.data import read_cub
 from stackgan_nb.quality import SPLIT_NAMES, stage_quality
@@ -46,10 +47,11 @@ def main(argv=None) -> int:
     ap.add_argument('--json', default=None, help='also write the rows here')
     ap.add_argument('--train', default=None, metavar='NAME', help="first train (or continue) Stage-I of the run NAME: the quickstart's "
                     'preset with the --set changes; then score that run')
-    ap.add_argument('--set', action='append', default=[], metavar='SECTION.FIELD=VALUE', help='with --train: a change to the preset')
+    ap.add_argument('--set', action='append', default=[], metavar='SECTION.FIELD=VALUE', type=setting_arg,
+                    help='with --train: a change to the preset')
     ap.add_argument('--epochs', type=int, default=None, help="with --train: train to this many epochs (default: the preset's)")
     ap.add_argument('--snapshots', type=int, default=5, help='with --train: generator snapshots kept, spread over the run')
-    ap.add_argument('--seed', type=int, default=0, help="with --train: the run's seed (noise, data order, augmentation; the quickstart's: 0)")
+    ap.add_argument('--seed', type=number_arg(0), default=0, help="with --train: the run's seed (noise, data order, augmentation; the quickstart's: 0)")
     ap.add_argument('--smoke', action='store_true', help='tiny world and networks, two epochs: that the script works')
     a = ap.parse_args(argv)
     root, out = Path(a.root), runs_root(a.runs_root)

@@ -85,7 +85,8 @@ def test_stage1_curve_smoke(tmp_path):
     r1 = lambda run: stored(run)['train'].get('r1_weight', 0.0)                 # (0, the value before the field: left out)
     assert (stored('no-r1')['preset'], r1('no-r1'), r1('quickstart'), stored('no-r1')['model']['gf_dim']) == ('quickstart', 0.0, 0.3, 4)
     for args, why in ((['--set', 'train.r1_weight=0'], '--train NAME'), (['--seed', '1'], '--train NAME'),
-                      (['--train', 'quickstart'], "the quickstart's own run")):
+                      (['--train', 'quickstart'], "the quickstart's own run"), (['--train', 'x', '--seed', '-1'], 'argument --seed: -1 must be >= 0'),
+                      (['--train', 'x', '--set', 'train.kl_coef=-1'], 'argument --set: TrainConfig.kl_coef=-1')):
         r = subprocess.run([sys.executable, str(ROOT / 'bench' / 'stage1_curve.py'), '--root', str(tmp_path / 'qs'), *args],
                            capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path)
         assert r.returncode == 2 and why in r.stderr, r.stderr
