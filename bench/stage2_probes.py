@@ -3,12 +3,16 @@
     python bench/stage2_probes.py                      # after `stackgan quickstart` (its data and run in the default places)
     python bench/stage2_probes.py --root DIR --run quickstart --probes preset,full-d
     python bench/stage2_probes.py --root DIR --set model.condition_dim=32   # over a quickstart run with that change
+    python bench/stage2_probes.py --probes preset --seed 1 --curve 75   # Stage-II from seed 1; its detail every 75 steps
     python bench/stage2_probes.py --smoke              # tiny networks and world, about a minute: that the script works
 
 Each probe trains Stage-II again on top of the quickstart run's Stage-I (a copy of its `stage1/` folder, so every probe
 starts from the same weights) in a run folder of its own, `RUNS/stage2-probes/NAME`, and measures it as the quickstart's
 report does (`stackgan_nb.quality`, fewer captions): part-colour accuracy on matched and on shuffled captions, and
-Stage-II's detail at 256 px beside the upsampled Stage-I's, both as a fraction of the real birds'.
+Stage-II's detail at 256 px beside the upsampled Stage-I's, both as a fraction of the real birds'. Stage-II trains
+from seed 0 (its initial weights, noise and data order) whatever the Stage-I's seed was; `--seed` draws another, and
+`--curve N` also measures the detail of the generator's weights every N steps (training species' captions), to show
+when in the run the detail comes.
 
 What each part of the quickstart's Stage-II buys (each probe leaves out or changes one):
 
@@ -40,6 +44,7 @@ The blurred negatives are not an option of the package: the script wraps its D l
 """
 import argparse
 import contextlib
+import copy
 import json
 import shutil
 import sys
@@ -49,9 +54,10 @@ from pathlib import Path
 import torch.nn.functional as F
 
 from stackgan_nb import losses, steps
-from stackgan_nb.cli import setting_arg
+from stackgan_nb.cli import number_arg, setting_arg
 from stackgan_nb.core import TINY_OVERRIDES
-from stackgan_nb.quality import SPLIT_NAMES, quality_report, upsample
+from stackgan_nb.data import read_cub
+from stackgan_nb.quality import SPLIT_NAMES, quality_report, stage_quality, upsample
 from stackgan_nb.runs import runs_root
 from stackgan_nb.synthetic import TINY, make_synthetic_cub
 from stackgan_nb.train import train
@@ -117,25 +123,46 @@ PROBES = {   # name: (blurred negatives, Stage-II overrides of the preset `quick
 }
 
 
+class WeightsEvery:
+    "Trainer callback: a copy of the generator's weights after every `every`-th step (for `detail_curve`)."
+    def __init__(self, every: int): self.every, self.weights = every, {}
+
+    def after_step(self, trainer, parts):
+        if trainer.state.step % self.every == 0: self.weights[trainer.state.step] = copy.deepcopy(trainer.state.G.state_dict())
+
+
+def detail_curve(G, weights: dict, data: Path, detail_images: int, real: float) -> list[list]:
+    "[[step, Stage-II detail x the real birds'], ...] of each set of `weights` loaded into `G`, on the training species' captions."
+    split, saved = read_cub(data, 'train'), copy.deepcopy(G.state_dict())
+    rows = []
+    for step, w in sorted(weights.items()):
+        G.load_state_dict(w)
+        rows.append([step, stage_quality(G.eval(), split, None, None, detail_images)['detail']['stage2'] / real])
+    G.load_state_dict(saved)
+    return rows
+
+
 def probe(name: str, data: Path, stage1: Path, out: Path, device: str, n_captions: int, detail_images: int,
-          extra=(), smoke=False) -> dict:
-    "Train probe `name`'s Stage-II on a copy of `stage1` in out/name and measure it; returns a row of the table."
+          extra=(), smoke=False, seed: int = 0, curve: int = 0) -> dict:
+    "Train probe `name`'s Stage-II (from `seed`) on a copy of `stage1` in out/name and measure it; returns a row of the table."
     blur, overrides = PROBES[name]
     run = out / name
     shutil.rmtree(run, ignore_errors=True)
     shutil.copytree(stage1, run / 'stage1', ignore=shutil.ignore_patterns('snapshots', 'samples'))
+    every = WeightsEvery(curve) if curve else None
     t0 = time.time()
     with blurred_negatives(blur):
         t = train(data, 2, 'quickstart', name, list(overrides) + list(extra), runs_root=out, device=device, progress=False,
-                  snapshots=0)
+                  snapshots=0, seed=seed, callbacks=[every] if every else ())
     seconds, steps_done = time.time() - t0, t.state.step
     q = quality_report(run, data, n_captions, detail_images, device=device, smoke=smoke,
                        scorer_epochs=1 if smoke else 4)
-    row = {'probe': name, 'steps': steps_done, 'train_s': round(seconds, 1)}
+    row = {'probe': name, 'seed': seed, 'steps': steps_done, 'train_s': round(seconds, 1)}
     for sp in SPLIT_NAMES:
         s2, real = q['stage2'][sp], q['real'][sp]['detail']['real']
         row[sp] = {'matched': s2['following']['matched'], 'shuffled': s2['following']['shuffled'],
                    'detail_x': s2['detail']['stage2'] / real, 'stage1_up_x': s2['detail']['stage1_upsampled'] / real}
+    if every: row['curve'] = detail_curve(t.state.G, every.weights, data, detail_images, q['real']['train']['detail']['real'])
     return row
 
 
@@ -160,6 +187,9 @@ def main(argv=None) -> int:
     ap.add_argument('--json', default=None, help='also write the rows here')
     ap.add_argument('--set', action='append', default=[], metavar='SECTION.FIELD=VALUE', type=setting_arg,
                     help="the Stage-I run's own changes to the preset, e.g. --set model.condition_dim=32 (every probe takes them)")
+    ap.add_argument('--seed', type=number_arg(0), default=0, help="Stage-II's seed (its initial weights, noise and data order)")
+    ap.add_argument('--curve', type=number_arg(1), default=0, metavar='N',
+                    help="also measure the detail of the generator's weights every N steps (training species' captions)")
     ap.add_argument('--smoke', action='store_true', help='tiny world and networks, one epoch each: that the script works')
     a = ap.parse_args(argv)
     names = [p for p in a.probes.split(',') if p]
@@ -178,9 +208,11 @@ def main(argv=None) -> int:
     rows = []
     for name in names:
         rows.append(probe(name, root / 'data', stage1, out / 'stage2-probes', a.device, a.captions, a.detail_images, extra,
-                          a.smoke))
+                          a.smoke, a.seed, a.curve))
         print(json.dumps(rows[-1]), flush=True)
     print(('TINY networks, one epoch: the numbers mean nothing.\n' if a.smoke else '') + table(rows))
+    for r in rows:
+        if 'curve' in r: print(f'{r["probe"]} (seed {r["seed"]}), detail x real by step:', ' '.join(f'{s}: {d:.2f}' for s, d in r['curve']))
     if a.json: Path(a.json).write_text(json.dumps(rows, indent=1))
     return 0
 

@@ -37,7 +37,8 @@ def test_stage2_probes_smoke(tmp_path):
     out = tmp_path / 'probes.json'
     env = {**os.environ, 'OMP_NUM_THREADS': '1', 'TQDM_DISABLE': '1', 'STACKGAN_RUNS': str(tmp_path / 'runs')}
     r = subprocess.run([sys.executable, str(ROOT / 'bench' / 'stage2_probes.py'), '--smoke', '--root', str(tmp_path / 'qs'),
-                        '--device', 'cpu', '--json', str(out), '--set', 'model.condition_dim=6'], capture_output=True, text=True,
+                        '--device', 'cpu', '--json', str(out), '--set', 'model.condition_dim=6', '--seed', '1', '--curve', '1'],
+                       capture_output=True, text=True,
                        timeout=900, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     rows = json.loads(out.read_text())
@@ -47,6 +48,9 @@ def test_stage2_probes_smoke(tmp_path):
                                           'batch8-g-lr2e-3', 'batch8-epochs3', 'before', 'full-d', 'full-d-lr1e-3', 'full-d-lr2e-4',
                                           'window-lr2e-4', 'window-lr2e-4-blur', 'window-long']
     assert all(x['steps'] > 0 and 0 <= x['test']['matched'] <= 1 and x['train']['detail_x'] >= 0 for x in rows)
+    assert all(x['seed'] == 1 and [c[0] for c in x['curve']] == list(range(1, x['steps'] + 1)) and all(d >= 0 for _, d in x['curve'])
+               for x in rows)                              # --curve 1: the detail after every step
+    assert 'preset (seed 1), detail x real by step: 1: ' in r.stdout
     assert '| window-lr2e-4-blur |' in r.stdout and 'the numbers mean nothing' in r.stdout
     probes = tmp_path / 'runs' / 'stage2-probes'
     def log(name):                                         # a probe's Stage-II log; empty would make `not any` pass vacuously
