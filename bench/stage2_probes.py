@@ -132,13 +132,11 @@ class WeightsEvery:
 
 
 def detail_curve(G, weights: dict, data: Path, detail_images: int, real: float) -> list[list]:
-    "[[step, Stage-II detail x the real birds'], ...] of each set of `weights` loaded into `G`, on the training species' captions."
-    split, saved = read_cub(data, 'train'), copy.deepcopy(G.state_dict())
-    rows = []
+    "[[step, Stage-II detail x the real birds'], ...] of each set of `weights` loaded into `G` (which keeps the last, in eval mode), on the training species' captions."
+    split, rows = read_cub(data, 'train'), []
     for step, w in sorted(weights.items()):
         G.load_state_dict(w)
         rows.append([step, stage_quality(G.eval(), split, None, None, detail_images)['detail']['stage2'] / real])
-    G.load_state_dict(saved)
     return rows
 
 

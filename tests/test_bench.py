@@ -65,6 +65,7 @@ def test_stage2_probes_smoke(tmp_path):
     assert [cfg(n, 'train', 'repaint_coef', 0.0) for n in ('preset', 'batch8-repaint-300', 'before')] == [1000, 300, 0]
     assert [cfg(n, 'train', 'lr_decay_every', 0) for n in ('preset', 'decay1')] == [0, 1]
     assert all(stored(n)['model']['condition_dim'] == 6 for n in ('preset', 'before'))          # --set reaches every probe
+    assert all(Run.named(n, probes).stage(2).latest()[0]['run_config']['seed'] == 1 for n in ('preset', 'before'))   # --seed too
     assert any('d_r1' in x for x in log('r1')) and not any('d_r1' in x for x in log('preset'))   # R1: Stage-I's, not Stage-II's
 
 
