@@ -16,10 +16,14 @@ when in the run the detail comes.
 
 What each part of the quickstart's Stage-II buys (each probe leaves out or changes one):
 
-- `preset`: the quickstart's Stage-II (3 epochs at batch 4, 675 steps, G lr 1e-3 without the moving average,
+- `preset`: the quickstart's Stage-II (9 epochs at batch 4, 2,025 steps, G lr 1e-3 without the moving average,
   Stage-I's statistics frozen, D on one random 64 px window of each image, over the upsampled Stage-I image:
   `model.stage2_skip=stage1`, and G repainting a 128 px window of each real bird from a soft 32 px version:
-  `train.repaint_coef=1000`);
+  `train.repaint_coef=1000`; the first 1,800 steps that lesson alone, `train.repaint_warmup=1800`);
+- `lesson-only`: all 2,025 steps the lesson alone (no D, no adversarial term); `warmup-2250`: 11 epochs, the first
+  2,250 steps the lesson alone;
+- `no-warmup`: the quickstart's Stage-II before the warm-up (3 epochs, 675 steps, every one a GAN step with the
+  lesson); on top of it, one change each:
 - `epochs2`, `epochs4`: 2 or 4 epochs; `batch2`, `batch2-epochs2`: batch 2 for 3 or 2 epochs (1,350 or 900 steps),
   and `batch2-no-repaint`: batch 2 for 3 epochs without the repaint term (the adversarial signal alone);
 - `decay1`: the learning rates halved after each epoch; `repaint-3000`: the lesson at weight 3000; `d-lr2e-3`: D's
@@ -92,20 +96,24 @@ def blurred_negatives(on: bool):
 
 NO_EMA = ('train.g_ema=0.0',)
 FULL, WINDOW = ('model.stage2_d=full',), ('model.stage2_d=window',)
-BATCH8 = ('train.batch_size=8', 'train.epochs=2')         # the quickstart's Stage-II when the lesson came (224 steps)
-BEFORE = ('model.stage2_skip=stage1', 'train.batch_size=32', 'train.epochs=2', 'train.g_lr=5e-05', 'train.g_ema=0.99',
-          'train.repaint_coef=0')
+PREVIOUS = ('train.epochs=3', 'train.repaint_warmup=0')  # the quickstart's Stage-II before the lesson warm-up: 675 GAN steps
+BATCH8 = PREVIOUS + ('train.batch_size=8', 'train.epochs=2')   # the quickstart's Stage-II when the lesson came (224 steps)
+BEFORE = PREVIOUS + ('model.stage2_skip=stage1', 'train.batch_size=32', 'train.epochs=2', 'train.g_lr=5e-05',
+                     'train.g_ema=0.99', 'train.repaint_coef=0')
 PROBES = {   # name: (blurred negatives, Stage-II overrides of the preset `quickstart`; later ones win)
     'preset': (False, ()),
-    'epochs2': (False, ('train.epochs=2',)),
-    'epochs4': (False, ('train.epochs=4',)),
-    'batch2': (False, ('train.batch_size=2',)),
-    'r1': (False, ('train.r1_weight=1', 'train.r1_every=4')),
-    'batch2-epochs2': (False, ('train.batch_size=2', 'train.epochs=2')),
-    'batch2-no-repaint': (False, ('train.batch_size=2', 'train.repaint_coef=0')),
-    'decay1': (False, ('train.lr_decay_every=1',)),
-    'repaint-3000': (False, ('train.repaint_coef=3000',)),
-    'd-lr2e-3': (False, ('train.d_lr=0.002',)),
+    'lesson-only': (False, ('train.repaint_warmup=2025',)),
+    'warmup-2250': (False, ('train.epochs=11', 'train.repaint_warmup=2250')),
+    'no-warmup': (False, PREVIOUS),
+    'epochs2': (False, PREVIOUS + ('train.epochs=2',)),
+    'epochs4': (False, PREVIOUS + ('train.epochs=4',)),
+    'batch2': (False, PREVIOUS + ('train.batch_size=2',)),
+    'r1': (False, PREVIOUS + ('train.r1_weight=1', 'train.r1_every=4')),
+    'batch2-epochs2': (False, PREVIOUS + ('train.batch_size=2', 'train.epochs=2')),
+    'batch2-no-repaint': (False, PREVIOUS + ('train.batch_size=2', 'train.repaint_coef=0')),
+    'decay1': (False, PREVIOUS + ('train.lr_decay_every=1',)),
+    'repaint-3000': (False, PREVIOUS + ('train.repaint_coef=3000',)),
+    'd-lr2e-3': (False, PREVIOUS + ('train.d_lr=0.002',)),
     'batch8': (False, BATCH8),
     'batch8-no-repaint': (False, BATCH8 + ('train.repaint_coef=0',)),
     'batch8-ema': (False, BATCH8 + ('train.g_ema=0.99',)),

@@ -75,9 +75,10 @@ class NanGuard(Callback):
 class Recorder(Callback):
     "Epoch means of the losses, time and speed into the epoch's row; recent losses into the state."
     def before_epoch(self, trainer):
-        self.sums, self.counts, self.t0 = {}, {}, time.perf_counter()
+        self.sums, self.counts, self.steps, self.t0 = {}, {}, 0, time.perf_counter()
 
     def after_step(self, trainer, parts):
+        self.steps += 1                                                   # (a GAN step or a Stage-II lesson step)
         for k, v in parts.items(): self.sums[k], self.counts[k] = self.sums.get(k, 0) + v, self.counts.get(k, 0) + 1
 
     def after_check(self, trainer, parts):
@@ -91,9 +92,8 @@ class Recorder(Callback):
         if trainer.dist.enabled:                                          # epoch means over all ranks
             mean = all_reduce_(torch.stack([torch.as_tensor(v, device=trainer.device).float() for v in means.values()]), trainer.dist)
             means = dict(zip(means, (mean / trainer.dist.world_size).tolist()))
-        n = self.counts.get('d_loss', 0)
         row.update({k: float(v) for k, v in means.items()}, lr_scale=s.lr_scale, rollbacks=s.rollbacks, seconds=round(seconds, 3),
-                   img_per_s=round(n * trainer.preset.train.batch_size / max(seconds, 1e-9), 1))
+                   img_per_s=round(self.steps * trainer.preset.train.batch_size / max(seconds, 1e-9), 1))
 
 # %% ../nbs/23_callbacks.ipynb #70922809
 @torch.no_grad()

@@ -134,6 +134,13 @@ class TrainConfig(_Checked):
     g_cond: str = choice('detach', 'detach', 'grad', doc="D's condition in the G loss: 'detach' (official): the adversarial gradient reaches the CA only through the fake image; 'grad': it also flows through D's condition into the CA (this package's behaviour before this field existed)")
     r1_weight: float = number(0.0, 0, doc="gamma of an R1 penalty (Mescheder et al., 2018) in D's loss: gamma / 2 * E||grad_x D(x, t)||^2 at real images x with their own captions t (`losses.r1_penalty`; short runs); 0: off, official")
     r1_every: int = number(1, 1, doc="lazy R1 (StyleGAN2): the penalty on every r1_every-th D step, weighted r1_every times as much; 1: every step")
+    repaint_warmup: int = number(0, 0, doc="Stage-II only: the first this many steps train G on the repaint lesson alone (`steps.lesson_step`: no D, no adversarial term; a few times cheaper than a GAN step), then the GAN steps begin; needs repaint_coef > 0; 0: off, official")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.repaint_warmup and not self.repaint_coef:
+            raise ConfigError(f'train.repaint_warmup={self.repaint_warmup} trains G on the repaint lesson alone, but train.repaint_coef=0 '
+                              'turns the lesson off: set train.repaint_coef (the quickstart uses 1000) or leave train.repaint_warmup at 0.')
 
 # %% ../nbs/00_core.ipynb #e60c892f
 @dataclass(frozen=True)
@@ -172,13 +179,14 @@ PRESETS = {p.name: p for p in [
     _preset('quickstart', 'The CPU quickstart on the synthetic CUB (`stackgan quickstart`), not the paper: narrow networks (gf 16, df 16, '
             'c 64, z 32, one residual block), D reads the caption and each sample is the mean of 4 captions (StackGAN TF), leaky ReLU '
             'after the CA, batch 32, lr 1e-3 without decay, a moving average of G, an R1 penalty on D (gamma 0.3, every 4th step), KL weight 0.1, 80 epochs; '
-            'Stage-II: 3 epochs at batch 4 without the moving average or the R1 penalty '
+            'Stage-II: 9 epochs at batch 4 without the moving average or the R1 penalty '
             "over the upsampled Stage-I image (the skip), Stage-I's statistics frozen, D on one 64 px window of each "
-            "image, and G also repaints windows of the real birds from soft quarter-size versions (L1, weight 1000).",
+            "image, and G also repaints windows of the real birds from soft quarter-size versions (L1, weight 1000): "
+            "the first 1,800 steps (8 epochs) that lesson alone, then the GAN with it.",
             QUICKSTART_MODEL, batch_size=32, g_lr=1e-3, d_lr=1e-3, lr_decay_every=0, g_ema=0.99, captions_per_sample=4, epochs=80,
             r1_weight=0.3, r1_every=4, kl_coef=0.1,
-            stage2=('model.stage1_in_stage2=eval', 'model.stage2_d=window', 'train.epochs=3',
-                    'train.batch_size=4', 'train.g_ema=0.0', 'train.r1_weight=0', 'train.repaint_coef=1000')),
+            stage2=('model.stage1_in_stage2=eval', 'model.stage2_d=window', 'train.epochs=9', 'train.batch_size=4',
+                    'train.g_ema=0.0', 'train.r1_weight=0', 'train.repaint_coef=1000', 'train.repaint_warmup=1800')),
 ]}
 TINY_OVERRIDES = ('model.gf_dim=4', 'model.df_dim=4', 'model.condition_dim=4', 'model.z_dim=8', 'model.r_num=1',
                   'train.batch_size=8')   # the smallest networks, for tests that train any preset (seconds per epoch)

@@ -128,9 +128,11 @@ def soft_low(images: torch.Tensor, low: int = 64, soft: float = REPAINT_SOFT) ->
     return F.interpolate(small, size=(low, low), mode='bilinear', align_corners=False)    # (B, 3, low, low)
 
 
-def repaint_loss(G: nn.Module, real_imgs: torch.Tensor, text_embedding: torch.Tensor, window: int | None = REPAINT_WINDOW) -> torch.Tensor:
-    "Mean absolute error of Stage-II G's repaint of a soft quarter-size version of a random `window` of each real image (B, 3, 256, 256; None: all of it), for its caption, against that window."
+def repaint_loss(G: nn.Module, real_imgs: torch.Tensor, text_embedding: torch.Tensor, window: int | None = REPAINT_WINDOW,
+                 with_condition: bool = False):
+    "Mean absolute error of Stage-II G's repaint of a soft quarter-size version of a random `window` of each real image (B, 3, 256, 256; None: all of it), for its caption, against that window (`with_condition`: and the CA's mu, logvar)."
     if not hasattr(G, 'repaint'): raise ValueError(f'{type(G).__name__} cannot repaint: {REPAINT_STAGE}')
     target = real_imgs if window is None else random_windows(real_imgs, window)             # (B, 3, 128, 128)
-    img, _, _ = G.repaint(soft_low(target, target.shape[-1] // 4), text_embedding)          # from (B, 3, 32, 32)
-    return (img - target).abs().mean()
+    img, mu, logvar = G.repaint(soft_low(target, target.shape[-1] // 4), text_embedding)    # from (B, 3, 32, 32)
+    loss = (img - target).abs().mean()
+    return (loss, mu, logvar) if with_condition else loss

@@ -156,6 +156,7 @@ def speed_settings(run: 'RunConfig', device: torch.device, stage: int, train: Tr
     blockers = [why for bad, why in ((not cuda, 'needs a CUDA device'), (world_size > 1, 'not with several processes'),
                                      (train.n_critic != 1, f'n_critic={train.n_critic}'), (amp == 'fp16', 'fp16 GradScaler is not capturable'),
                                      (train.r1_weight > 0, 'the R1 penalty is not recorded'),
+                                     (train.repaint_warmup > 0, 'the repaint warm-up (lesson steps) is not recorded'),
                                      (comp != 'off' and run.cuda_graph != 'on', 'torch.compile is on (cuda_graph=on records the compiled step)')) if bad]
     if want_graph and blockers and (cuda or run.cuda_graph == 'on'): notes.append(f'CUDA graph off: {", ".join(blockers)}')
     return SpeedSettings('fast', amp, channels_last, True if cuda else None, want_graph and not blockers, comp, sync_bn, None, True,
@@ -163,7 +164,8 @@ def speed_settings(run: 'RunConfig', device: torch.device, stage: int, train: Tr
 
 # %% ../nbs/24_train.ipynb #36ac0ea7
 LATER_FIELDS = {'model': {'d_condition': 'mu', 'stage2_skip': 'none', 'stage1_in_stage2': 'eval', 'stage2_d': 'full'},  # fields added after runs
-                'train': {'g_ema': 0.0, 'g_cond': 'grad', 'repaint_coef': 0.0, 'r1_weight': 0.0, 'r1_every': 1}}   # existed: the value they had
+                'train': {'g_ema': 0.0, 'g_cond': 'grad', 'repaint_coef': 0.0, 'r1_weight': 0.0, 'r1_every': 1,
+                          'repaint_warmup': 0}}   # existed: the value they had
 STAGE1_G_FIELDS = ('gf_dim', 'condition_dim', 'z_dim', 'text_dim', 'norm', 'ca_act')  # what builds the Stage-I generator
 
 

@@ -42,7 +42,7 @@ def test_stage2_probes_smoke(tmp_path):
                        timeout=900, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     rows = json.loads(out.read_text())
-    assert [x['probe'] for x in rows] == ['preset', 'epochs2', 'epochs4', 'batch2', 'r1', 'batch2-epochs2', 'batch2-no-repaint', 'decay1',
+    assert [x['probe'] for x in rows] == ['preset', 'lesson-only', 'warmup-2250', 'no-warmup', 'epochs2', 'epochs4', 'batch2', 'r1', 'batch2-epochs2', 'batch2-no-repaint', 'decay1',
                                           'repaint-3000', 'd-lr2e-3', 'batch8',
                                           'batch8-no-repaint', 'batch8-ema', 'batch8-repaint-300', 'batch8-repaint-3000',
                                           'batch8-g-lr2e-3', 'batch8-epochs3', 'before', 'full-d', 'full-d-lr1e-3', 'full-d-lr2e-4',
@@ -66,7 +66,9 @@ def test_stage2_probes_smoke(tmp_path):
     assert [cfg(n, 'train', 'lr_decay_every', 0) for n in ('preset', 'decay1')] == [0, 1]
     assert all(stored(n)['model']['condition_dim'] == 6 for n in ('preset', 'before'))          # --set reaches every probe
     assert all(Run.named(n, probes).stage(2).latest()[0]['run_config']['seed'] == 1 for n in ('preset', 'before'))   # --seed too
-    assert any('d_r1' in x for x in log('r1')) and not any('d_r1' in x for x in log('preset'))   # R1: Stage-I's, not Stage-II's
+    assert any('d_r1' in x for x in log('r1')) and not any('d_r1' in x for x in log('no-warmup'))   # R1: Stage-I's, not Stage-II's
+    assert [cfg(n, 'train', 'repaint_warmup', 0) for n in ('preset', 'no-warmup', 'lesson-only', 'before')] == [1800, 0, 2025, 0]
+    assert not any('d_loss' in x for x in log('lesson-only')) and all('d_loss' in x for x in log('no-warmup'))   # lesson steps: no D
 
 
 def test_stage1_curve_smoke(tmp_path):

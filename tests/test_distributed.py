@@ -107,3 +107,30 @@ def test_two_processes_with_the_r1_penalty(tmp_path):
     assert [r['epoch'] for r in log] == [1, 2] and all(r['d_r1'] > 0 and math.isfinite(r['d_loss']) for r in log)
     state = load_checkpoint(sorted(folder.glob('ckpt-*.pt'))[-1])
     assert state['step'] == 4 and all(torch.isfinite(v).all() for v in state['D'].values() if v.is_floating_point())
+
+
+STAGE2_SCRIPT = """
+import sys, torch
+from stackgan_nb.train import Trainer, RunConfig
+data, runs, out, *sets = sys.argv[1:]
+t = Trainer(data, 2, 'stackgan', 'ddp-lesson', sets, runs, 'cpu', RunConfig(progress=False)).fit()
+torch.save({'G': {n: p.detach().clone() for n, p in t.G.named_parameters() if p.requires_grad},
+            'D': {n: p.detach().clone() for n, p in t.D.named_parameters()}, 'rank': t.dist.rank, 'step': t.step},
+           f'{out}/rank{t.dist.rank}.pt')
+"""
+
+
+def test_two_processes_stage2_lesson_warmup(tmp_path):
+    "Stage-II's lesson steps (`train.repaint_warmup`) bypass DDP's forward: their gradients are averaged over the ranks all the same, so both end with one G."
+    from stackgan_nb.train import train
+    data, runs, out = make_synthetic_cub(tmp_path / 'data', **TINY, progress=False), tmp_path / 'runs', tmp_path / 'out'
+    sets = [*TINY_MODEL, 'train.repaint_coef=10', 'train.repaint_warmup=4']
+    train(data, 1, 'stackgan', 'ddp-lesson', TINY_MODEL, epochs=1, runs_root=runs, device='cpu', progress=False)
+    script = tmp_path / 'stage2.py'
+    script.write_text(STAGE2_SCRIPT); out.mkdir()
+    torchrun(script, data, runs, out, *sets, 'train.epochs=2')     # 4 steps (2 per epoch), all of them lesson steps
+    res = ranks(out)
+    assert [r['step'] for r in res] == [4, 4]
+    for k in res[0]['G']: assert torch.equal(res[0]['G'][k], res[1]['G'][k]), k
+    log = read_jsonl(runs / 'ddp-lesson' / 'stage2' / 'log.jsonl')
+    assert [r['epoch'] for r in log] == [1, 2] and all('g_repaint' in r and 'd_loss' not in r and r['img_per_s'] > 0 for r in log)
