@@ -40,13 +40,15 @@ def set_lr(opt_g, opt_d, cfg: TrainConfig, factor: float) -> None:
         for group in opt.param_groups: group['lr'] = base * factor
 
 # %% ../nbs/03_steps.ipynb #9658e85b
-def _update(loss, opt, scaler=None) -> None:
-    "Backward and optimizer step, through a GradScaler when one is given (fp16)."
+def _update(loss, opt, scaler=None, sync=None) -> None:
+    "Backward and optimizer step, through a GradScaler when one is given (fp16); `sync()`, given, runs between the two."
     if scaler is None:
         loss.backward()
+        if sync is not None: sync()
         opt.step()
     else:
         scaler.scale(loss).backward()
+        if sync is not None: sync()
         scaler.step(opt)
         scaler.update()
 
@@ -103,10 +105,7 @@ def lesson_step(G, opt_g, real, text_embedding, cfg: TrainConfig, autocast=nullc
         repaint, mu, logvar = repaint_loss(g, real, text_embedding, with_condition=True)
         kl = kl_loss(mu, logvar)
         total = cfg.repaint_coef * repaint + cfg.kl_coef * kl
-    (total if scaler is None else scaler.scale(total)).backward()
-    if g is not G: _all_reduce_grads_(g)                     # DDP did not see this step: average the gradients by hand
-    if scaler is None: opt_g.step()
-    else: scaler.step(opt_g); scaler.update()
+    _update(total, opt_g, scaler, None if g is G else lambda: _all_reduce_grads_(g))   # DDP did not see this step
     return {'g_repaint': repaint.detach(), 'kl': kl.detach(), 'g_loss': total.detach()}
 
 
