@@ -114,8 +114,7 @@ import sys, torch
 from stackgan_nb.train import Trainer, RunConfig
 data, runs, out, *sets = sys.argv[1:]
 t = Trainer(data, 2, 'stackgan', 'ddp-lesson', sets, runs, 'cpu', RunConfig(progress=False)).fit()
-torch.save({'G': {n: p.detach().clone() for n, p in t.G.named_parameters() if p.requires_grad},
-            'D': {n: p.detach().clone() for n, p in t.D.named_parameters()}, 'rank': t.dist.rank, 'step': t.step},
+torch.save({'G': {n: p.detach().clone() for n, p in t.G.named_parameters() if p.requires_grad}, 'step': t.step},
            f'{out}/rank{t.dist.rank}.pt')
 """
 
