@@ -22,7 +22,7 @@ from .char_cnn_rnn import NotCharCNNRNN
 from .callbacks import NonFiniteError
 from .checkpoint import CheckpointWriteError, CorruptCheckpoint, NonFiniteCheckpoint
 from .compare import compare_main
-from .core import PRESETS, ConfigError, check_device, get_preset, number_problem, override, temp_owner
+from .core import PRESETS, ConfigError, check_device, check_setting, get_preset, number_problem, override, temp_owner
 from .data import DataError
 from .download import DownloadError, download_main
 from .evaluate import evaluate_main
@@ -117,7 +117,7 @@ def _checked(check):
 
 
 device_arg = _checked(check_device)                                      # --device: one this machine has
-setting_arg = _checked(lambda text: override(PRESETS['stackgan'], text))  # --set section.field=value: a valid value of the field
+setting_arg = _checked(check_setting)                                     # --set section.field=value: a valid value of the field (rules between fields: when the run's preset is built)
 
 
 class Parser(argparse.ArgumentParser):

@@ -5,9 +5,10 @@
 # %% auto #0
 __all__ = ['INT64_MAX', 'COCO_MODEL', 'IMAGE_SIZES', 'LOAD_SIZES', 'TINY_MODEL', 'QUICKSTART_MODEL', 'PRESETS', 'TINY_OVERRIDES',
            'ConfigError', 'choice', 'number', 'number_problem', 'ModelConfig', 'image_size', 'load_size', 'TrainConfig',
-           'Preset', 'get_preset', 'override', 'config_dict', 'config_from_dict', 'stage_preset', 'get_device',
-           'prefers_channels_last', 'seed_everything', 'derive_seed', 'temp_path', 'temp_owner', 'pid_alive',
-           'remove_dead_temps', 'write_atomic', 'json_safe', 'write_json', 'check_run_name', 'is_colab', 'check_device']
+           'Preset', 'get_preset', 'check_setting', 'override', 'config_dict', 'config_from_dict', 'stage_preset',
+           'get_device', 'prefers_channels_last', 'seed_everything', 'derive_seed', 'temp_path', 'temp_owner',
+           'pid_alive', 'remove_dead_temps', 'write_atomic', 'json_safe', 'write_json', 'check_run_name', 'is_colab',
+           'check_device']
 
 # %% ../nbs/00_core.ipynb #859e9644
 import dataclasses
@@ -207,19 +208,33 @@ def _parse(f, text: str):
     except ValueError: raise ConfigError(f'{f.name}={text!r}: expected a {kind.__name__}.') from None
 
 
+def _assignment(a: str) -> tuple[str, str, object]:
+    "(section, field, value) of one `section.field=value` text; the field must exist and the value keep the field's own rule."
+    key, sep, text = a.partition('=')
+    section, _, name = key.strip().partition('.')
+    cls = {'model': ModelConfig, 'train': TrainConfig}.get(section)
+    if not sep or cls is None:
+        raise ConfigError(f'Cannot read override {a!r}: write model.FIELD=VALUE or train.FIELD=VALUE.')
+    fs = {f.name: f for f in fields(cls)}
+    if name not in fs:
+        raise ConfigError(f'{cls.__name__} has no field {name!r}; fields: {", ".join(fs)}.')
+    value = _parse(fs[name], text.strip())
+    _check_field(cls.__name__, fs[name], value)
+    return section, name, value
+
+
+def check_setting(a: str) -> str:
+    "`a` (`section.field=value`) when it names a field and a valid value of it on its own; rules between fields wait for `override`, which sees the whole preset."
+    _assignment(a)
+    return a
+
+
 def override(preset: Preset, *assignments: str) -> Preset:
     "A copy of `preset` with `section.field=value` assignments applied (section: `model` or `train`)."
     changes = {'model': {}, 'train': {}}
     for a in assignments:
-        key, sep, text = a.partition('=')
-        section, _, name = key.strip().partition('.')
-        if not sep or section not in changes:
-            raise ConfigError(f'Cannot read override {a!r}: write model.FIELD=VALUE or train.FIELD=VALUE.')
-        cfg = getattr(preset, section)
-        fs = {f.name: f for f in fields(cfg)}
-        if name not in fs:
-            raise ConfigError(f'{type(cfg).__name__} has no field {name!r}; fields: {", ".join(fs)}.')
-        changes[section][name] = _parse(fs[name], text.strip())
+        section, name, value = _assignment(a)
+        changes[section][name] = value
     return dataclasses.replace(preset, model=dataclasses.replace(preset.model, **changes['model']),
                                train=dataclasses.replace(preset.train, **changes['train']))
 
