@@ -22,7 +22,7 @@ from .char_cnn_rnn import NotCharCNNRNN
 from .callbacks import NonFiniteError
 from .checkpoint import CheckpointWriteError, CorruptCheckpoint, NonFiniteCheckpoint
 from .compare import compare_main
-from .core import PRESETS, ConfigError, check_device, check_setting, get_preset, number_problem, override, temp_owner
+from .core import PRESETS, ConfigError, check_device, check_setting, get_preset, number_problem, override, stage_preset, temp_owner
 from .data import DataError
 from .download import DownloadError, download_main
 from .evaluate import evaluate_main
@@ -41,10 +41,16 @@ def cmd_presets(args) -> None:
 
 
 def cmd_summary(args) -> None:
-    "Print the networks of a preset with their parameter counts."
-    preset = override(get_preset(args.preset), *args.set)
-    print(f'preset {preset.name}: {preset.doc}\n  {preset.model}\n  {preset.train}')
+    "Print the networks of a preset as each stage trains them (the preset's Stage-II changes, then `--set`) with their parameter counts."
+    base = get_preset(args.preset)
+    print(f'preset {base.name}: {base.doc}')
+    shown = None
     for stage in args.stage:
+        preset = override(stage_preset(base, stage), *args.set)   # what `stackgan train --stage N` trains
+        name = f'Stage-{"I" * stage}'
+        if (preset.model, preset.train) == shown: print(f'{name} config: as Stage-I')
+        else: print(f'{name} config:\n  {preset.model}\n  {preset.train}')
+        shown = (preset.model, preset.train)
         G, D = build_models(stage=stage, config=preset.model)
         for name, net in (('G', G), ('D', D)):
             print(f'Stage-{"I" * stage} {name} ({type(net).__name__}): {count_params(net):,} parameters, '
