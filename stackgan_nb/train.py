@@ -236,7 +236,9 @@ class TrainState:
             self.G.load_state_dict(s['G']); self.D.load_state_dict(s['D'])
             if self.G_ema is not None: self.G_ema.load_state_dict(s.get('G_ema', s['G']))   # (an average switched on later starts here)
         except RuntimeError as e:
-            raise CheckpointMismatch(f'{where} does not fit the networks this call builds: {e}\nA changed network needs a run of its '
+            lines = [l.strip() for l in str(e).splitlines() if l.strip()]   # torch lists every tensor that differs: the first few say it
+            first = '; '.join(lines[1:4]) + (f'; and {len(lines) - 4} more' if len(lines) > 4 else '')
+            raise CheckpointMismatch(f'{where} does not fit the networks this call builds ({first}). A changed network needs a run of its '
                                      'own: pick a new run name (force only continues the stored weights with other training settings).') from None
         load_optimizer_state(self.opt_g, s['opt_G']); load_optimizer_state(self.opt_d, s['opt_D'])
         for scaler, st in zip(self.scalers, s['scalers']):
@@ -440,6 +442,14 @@ class Trainer:
         if self.dist.rank and not own: torch.manual_seed(self._noise_seed(self.state.rollbacks))
         if self.graphed is not None: self.graphed.reset()       # new optimizer tensors: record the graph again
 
+    def _load_on_this_data(self, checkpoint: dict) -> None:
+        "`load`, whose refusal of the data (another size or batch) also names the data folder the run was trained on."
+        try: self.load(checkpoint)
+        except ValueError as e:
+            before = self.dir.data()
+            if before is None or before == self.data.expanduser().resolve(): raise
+            raise ValueError(f'{e} This stage was trained on {before}, not on {self.data}: pass --data {before}.') from None
+
     def _noise_seed(self, rollbacks: int = 0) -> int:
         "The torch seed of this process's noise after a (re)start: rank 0 before any rollback keeps the plain seed."
         return derive_seed(self.cfg.seed, 'noise', self.dist.rank, rollbacks) if self.dist.rank or rollbacks else self.cfg.seed
@@ -451,16 +461,16 @@ class Trainer:
         if self.dist.is_main:
             self.dir.path.mkdir(parents=True, exist_ok=True)
             if not self.forced: self.dir.check_identity(self.identity)     # stores it the first time
-            self.dir.record_data(self.data)
         if self.device.type == 'cuda' or self.speed.notes or world > 1:   # first in the log: what runs, and why
             self.log(f'Speed: {self.speed.describe()}' + (f'; {world} processes, {self.preset.train.batch_size // world} samples each' if world > 1 else ''))
         latest = self.ckpt.latest(check=check_finite)
         barrier(self.dist)                                       # every rank has looked before rank 0 may write
         if latest is None: self.save()                           # step 0: a rollback target even before the first epoch ends
         else:
-            self.load(latest[0])
+            self._load_on_this_data(latest[0])
             self.log(f'Resumed {self.dir.path} at epoch {self.epoch}, step {self.step} from {latest[1].name}.')
             if self.legacy: self.log(f'This run was started before some options existed; it continues as it was trained: {", ".join(self.legacy)}.')
+        if self.dist.is_main: self.dir.record_data(self.data)   # once the checkpoint has taken this data (evaluation reads it)
         if self.mirrored and self.dist.is_main: self.log(self.ckpt.plan())
         if self.forced and self.dist.is_main: self.dir.check_identity(self.identity, force=True)   # the old weights fit: record it
         self.started = True
