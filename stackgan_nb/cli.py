@@ -11,6 +11,7 @@ __all__ = ['EVALUATE_MAX_SAMPLES', 'device_arg', 'setting_arg', 'DEVICE_HELP', '
 # %% ../nbs/50_cli.ipynb #416919f7
 import argparse
 import errno
+import os
 import re
 import sys
 import traceback
@@ -244,6 +245,8 @@ FS_FIXES = {errno.EACCES: 'choose a folder you can write (--runs-root, --out, --
             errno.ENOSPC: 'free some space (on Google Drive also empty the bin) or choose a folder on another disk',
             errno.EDQUOT: 'free some space (on Google Drive also empty the bin) or choose a folder on another disk'}
 FS_FIXES[errno.EPERM] = FS_FIXES[errno.EACCES]
+FS_FIXES[errno.ENOTDIR] = FS_FIXES[errno.EEXIST] = ('a file stands where this path needs a folder: move the file or choose '
+                                                    'another folder (--runs-root, --out, --root)')
 _PACKAGE = Path(stackgan_nb.__file__).resolve().parent
 
 
@@ -269,10 +272,13 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, 'func'):
-        parser.print_help()
-        return 0
+        parser.print_help(sys.stderr)
+        return 2                                           # no command: a usage error, as argparse's own
     try:
         args.func(args)
+    except BrokenPipeError:                                # the reader left (`stackgan summary | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # (Python's last flush at exit must not fail again)
+        return 1
     except Exception as e:
         message = user_error(e)
         if message is None: raise

@@ -76,6 +76,11 @@ def test_console_script_runs():
     assert 'usage: stackgan' in out and 'summary' in out
     res = subprocess.run([str(exe), 'summary', '--preset', 'missing'], capture_output=True, text=True)
     assert res.returncode == 2 and "Unknown preset 'missing'" in res.stderr and 'Traceback' not in res.stderr
+    res = subprocess.run([str(exe)], capture_output=True, text=True)                 # no command: a usage error
+    assert res.returncode == 2 and 'usage: stackgan' in res.stderr
+    reader_left = subprocess.Popen([str(exe), 'summary', '--preset', 'tiny', '-v'], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    reader_left.stdout.close()                                                       # `| head`: gone before the first line
+    assert 'Traceback' not in reader_left.communicate()[1].decode() and reader_left.returncode == 1
 
 
 def test_runtime_requirements_are_ranges():
