@@ -217,8 +217,8 @@ def evaluate_run(run,                          # run name (under runs_root) or r
     device = get_device(device)
     out, reports, resolved = {'run': str(run.path)}, [], None
     for s in stages:
+        G, info = run.load_generator(s, device=device)        # first: a stage never trained is the reason, not its data
         data_s = run_data(run, s, data)
-        G, info = run.load_generator(s, device=device)
         if resolved is None or resolved['data'] != data_s:     # load the classifier once for both stages
             resolved = {'data': data_s, **resolve_classifier(classifier, data_s, device)}
         report = evaluate_stage(G, info, data_s, samples, classifier, fid_net, trim_border, seed, resolved=resolved, **kwargs)
