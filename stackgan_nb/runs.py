@@ -132,6 +132,7 @@ def check_run_config(run: str | Path,  # the (stage) folder
                      force: bool = False,  # replace a different stored config (and record the change) instead of refusing
                      informative=(),  # top-level keys stored but not compared (e.g. 'preset', a name for the settings)
                      write: bool = True,  # False: only check (raise on a mismatch that `force` does not allow), write nothing
+                     fixed=(),  # dotted fields that cannot change within a run even with `force` (e.g. 'train.batch_size')
                     ) -> dict:
     "Store `config` in `run/config.json` the first time; afterwards refuse a different one unless `force`. Returns the differences."
     path, new = Path(run) / 'config.json', _plain(config)
@@ -151,11 +152,13 @@ def check_run_config(run: str | Path,  # the (stage) folder
     diff = config_diff(drop(old), drop(new))
     if not diff: return {}
     lines = '\n'.join(f'  {k}: {o!r} -> {n!r}' for k, (o, n) in diff.items())
-    if not force:
-        raise RunConfigMismatch(
-            f'The run folder {run} was started with a different config ({len(diff)} field(s) differ, stored -> this call):\n'
-            f'{lines}\nTo keep both experiments, start this one under a new run name. To continue this run with the new '
-            'config anyway, pass force=True (CLI: --force); the change is recorded in config.json.')
+    stuck = [k for k in diff if k in fixed]
+    if not force or stuck:
+        fix = (f'{", ".join(stuck)} cannot change within a run, not even with force: start this one under a new run name.' if stuck else
+               'To keep both experiments, start this one under a new run name. To continue this run with the new config anyway, '
+               'pass force=True (CLI: --force); the change is recorded in config.json.')
+        raise RunConfigMismatch(f'The run folder {run} was started with a different config ({len(diff)} field(s) differ, '
+                                f'stored -> this call):\n{lines}\n{fix}')
     if write:
         stored['forced_changes'] = stored.get('forced_changes', []) + [
             {'time': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()), 'changes': {k: list(v) for k, v in diff.items()}}]
@@ -444,8 +447,8 @@ class StageDir:
         except (OSError, ValueError, KeyError, TypeError): return None
 
     def check_identity(self, identity: dict, force: bool = False, write: bool = True) -> dict:
-        "`check_run_config` on this stage (the preset's name only informs)."
-        return check_run_config(self.path, identity, force, informative=('preset',), write=write)
+        "`check_run_config` on this stage (the preset's name only informs; the batch size fixes the saved data position)."
+        return check_run_config(self.path, identity, force, informative=('preset',), write=write, fixed=('train.batch_size',))
 
     def record_data(self, data) -> None:
         "Remember the data folder this stage trains on (for evaluation)."
