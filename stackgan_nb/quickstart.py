@@ -20,7 +20,7 @@ from .callbacks import plot_losses
 from .evaluate import evaluate_run
 from .quality import quality_lines, quality_report, quality_summary, stage_grid
 from .synthetic import TINY, make_synthetic_cub
-from .runs import Run, load_generator
+from .runs import Run, RunConfigMismatch, load_generator
 from .train import train
 
 # %% ../nbs/45_quickstart.ipynb #40d6c108
@@ -85,8 +85,13 @@ def quickstart(root='stackgan_quickstart',   # folder for the synthetic data
     dev = get_device(device)
     data = make_synthetic_cub(root / 'data', **cfg['world'], progress=progress)
     for stage, epochs in zip((1, 2), cfg['epochs']):
-        t = train(data, stage, PRESET, run_name(seed), [*cfg['overrides'], *overrides], epochs=epochs, runs_root=runs_root,
-                  device=dev, progress=progress, seed=seed)
+        try: t = train(data, stage, PRESET, run_name(seed), [*cfg['overrides'], *overrides], epochs=epochs, runs_root=runs_root,
+                       device=dev, progress=progress, seed=seed)
+        except RunConfigMismatch as e:                     # (its advice, a new run name or --force, is not the quickstart's)
+            raise RunConfigMismatch(f'The run folder {e.folder} holds another quickstart ({"a full" if smoke else "a SMOKE"} run, '
+                                    f'or one of another version of this package); stored -> this call:\n{e.lines}\nKeep it and '
+                                    'train this one elsewhere (--runs-root DIR, or another --seed), or delete that folder to '
+                                    'start it again.', e.folder, e.lines) from None
     folder = t.run.path
     quality = quality_report(folder, data, cfg['captions'], cfg['detail_images'], device=dev, smoke=smoke,
                              scorer_epochs=cfg['scorer_epochs'])          # trains (and caches) the scorer first

@@ -125,6 +125,9 @@ def config_diff(old: dict, new: dict) -> dict:
 # %% ../nbs/21_runs.ipynb #05bb9c74
 class RunConfigMismatch(ValueError):
     "The run folder was started with another config; the message lists the differences and how to proceed."
+    def __init__(self, message: str, folder=None, lines: str = ''):
+        super().__init__(message)
+        self.folder, self.lines = folder, lines          # the run folder and its differences, one `  field: stored -> this call` per line
 
 
 def check_run_config(run: str | Path,  # the (stage) folder
@@ -158,7 +161,7 @@ def check_run_config(run: str | Path,  # the (stage) folder
                'To keep both experiments, start this one under a new run name. To continue this run with the new config anyway, '
                'pass force=True (CLI: --force); the change is recorded in config.json.')
         raise RunConfigMismatch(f'The run folder {run} was started with a different config ({len(diff)} field(s) differ, '
-                                f'stored -> this call):\n{lines}\n{fix}')
+                                f'stored -> this call):\n{lines}\n{fix}', run, lines)
     if write:
         stored['forced_changes'] = stored.get('forced_changes', []) + [
             {'time': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()), 'changes': {k: list(v) for k, v in diff.items()}}]
