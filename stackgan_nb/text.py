@@ -69,7 +69,9 @@ class HashTextEncoder(TextEncoder):
         out = np.zeros((len(captions), self.dim), np.float32)
         for i, c in enumerate(captions):
             words, pairs = self.features(c)
-            if not words: raise ValueError(f'Caption {c!r} has no words the encoder can read (letters and digits).')
+            if not words:
+                why = ('only words it skips (a, the, bird, ...)' if _WORD.search(c.lower()) else 'no words (letters and digits)')
+                raise ValueError(f'Caption {c!r} has {why}: describe the bird, e.g. "a small red bird with black wings".')
             v = sum(_feature_vector(w, self.dim, self.seed) for w in words)
             v = v + self.pair_weight * sum((_feature_vector(p, self.dim, self.seed) for p in pairs), np.zeros(self.dim, np.float32))
             out[i] = v / np.sqrt(len(words) + self.pair_weight ** 2 * len(pairs))
