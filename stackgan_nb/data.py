@@ -495,7 +495,7 @@ class Batcher(EpochSource):
         self.embeddings = emb.float().to(self.device)
         self.class_ids = torch.as_tensor(class_ids if isinstance(class_ids, torch.Tensor) else np.asarray(class_ids)).long().to(self.device)
         self.per_rank = n // world_size if drop_last else math.ceil(n / world_size)
-        if len(self) == 0: raise ValueError(f'{n} images give no batch of {batch_size} per rank ({world_size} ranks) with drop_last.')
+        if len(self) == 0: raise ValueError(f'{n} images give no batch of {batch_size} per rank ({world_size} ranks) with drop_last: choose a smaller train.batch_size (--set train.batch_size=N) or more images.')
         self.epoch, self.position = 0, 0
         self._gen = torch.Generator(device=self.device)
         self._order = (None, None, None)                  # (key, order on the CPU, the same order on the device)
@@ -596,7 +596,7 @@ class OfficialLoader(EpochSource):
         self.device, self.batch_size, self.seed, self.workers = torch.device(device), batch_size, seed, workers
         self.n, self.rank, self.world_size, self.drop_last = len(split), rank, world_size, True
         self.per_rank = self.n // world_size
-        if len(self) == 0: raise ValueError(f'{self.n} images give no batch of {batch_size} per process ({world_size} processes).')
+        if len(self) == 0: raise ValueError(f'{self.n} images give no batch of {batch_size} per process ({world_size} processes): choose a smaller train.batch_size (--set train.batch_size=N) or more images.')
         self.epoch, self.position = 0, 0
 
     def __len__(self) -> int: return self.per_rank // self.batch_size

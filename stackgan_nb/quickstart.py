@@ -112,6 +112,7 @@ def quickstart(root='stackgan_quickstart',   # folder for the synthetic data
     write_atomic(folder / 'quickstart.json', json.dumps(summary, indent=1, default=str))
     report = write_report(folder, summary)
     print(f'\nQuickstart done in {summary["minutes"]:.1f} min. {quality_summary(quality)}\n'
-          f'Report: {report}\nSamples: {folder / "stage1_vs_stage2.png"} (left: training species, right: held-out; '
+          f'Report: {report}\nData: {data} (for other commands: --data {data})\n'
+          f'Samples: {folder / "stage1_vs_stage2.png"} (left: training species, right: held-out; '
           f'Stage-I, Stage-II, then both zoomed)\nLosses: {folder / "losses.png"}')
     return {**summary, 'report': str(report)}

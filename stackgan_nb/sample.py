@@ -5,11 +5,13 @@
 # %% auto #0
 __all__ = ['CHAR_CNN_RNN_FILE', 'SAMPLE_CHUNK', 'GRID_SAMPLES', 'SYNTHETIC_EXAMPLES', 'CUB_EXAMPLES', 'as_encoder',
            'resolve_encoder', 'SampleResult', 'noise_for', 'to_pil', 'png_bytes', 'image_grid', 'NotEnoughSpace',
-           'png_name', 'write_samples', 'save_pngs', 'slerp', 'Sampler', 'default_examples', 'examples_from_data',
-           'check_alignment', 'sample_main']
+           'png_name', 'caption_folder', 'write_samples', 'save_pngs', 'slerp', 'Sampler', 'default_examples',
+           'examples_from_data', 'check_alignment', 'sample_main']
 
 # %% ../nbs/30_sample.ipynb #ac301898
+import itertools
 import json
+import re
 import shutil
 from dataclasses import dataclass, field
 from io import BytesIO
@@ -126,24 +128,40 @@ def png_name(stage: int, index: int, n: int) -> str:
 def _size(nbytes: float) -> str: return f'{nbytes / 1e9:,.1f} GB' if nbytes >= 1e8 else f'{nbytes / 1e6:,.1f} MB'
 
 
+def caption_folder(caption: str) -> str:
+    "A folder name for a caption's samples: its words joined by dashes (`a-small-red-bird`), at most 60 characters."
+    return re.sub(r'[^a-z0-9]+', '-', caption.lower()).strip('-')[:60].rstrip('-') or 'caption'
+
+
+def _earlier_samples(out: Path) -> dict | None:
+    "The sample.json of the samples already in `out` (None when there are none, or it cannot be read)."
+    try: return json.loads((out / 'sample.json').read_text())
+    except (OSError, ValueError): return None
+
+
 def write_samples(results,                  # `SampleResult`s of one request, in order (e.g. `Sampler.chunks`)
                   out_dir,
                   n: int,                   # samples in the request (names its files; sample.json says how many were written)
                   info: dict | None = None, # the `info` of `load_generator`, recorded in sample.json
                  ) -> dict:
-    "Write each result's PNGs as it comes, then grid.png (the first `GRID_SAMPLES` samples) and sample.json; returns sample.json's content."
-    out = Path(out_dir).expanduser()
+    "Write each result's PNGs as it comes, then grid.png (the first `GRID_SAMPLES` samples) and sample.json; returns sample.json's content. Samples of the same caption already in `out_dir` are replaced (none of their files stays), of another caption refused."
+    out, results = Path(out_dir).expanduser(), iter(results)
+    first, earlier = next(results, None), _earlier_samples(out)
+    if first is not None and earlier and earlier.get('caption') != first.caption:   # before anything is written
+        raise FileExistsError(f'{out} holds samples of another caption ("{earlier.get("caption")}", its sample.json): write '
+                              'these elsewhere (--out DIR; out=...) or delete that folder first.')
     out.mkdir(parents=True, exist_ok=True)
     meta = {'n': n, 'written': 0, **{k: (info or {}).get(k) for k in ('run', 'stage', 'epoch', 'step', 'checkpoint', 'text_encoder')}}
-    grid, nbytes, done = [], 0, False
+    grid, nbytes, done, names = [], 0, False, set()
     try:
-        for r in results:
+        for r in ([] if first is None else itertools.chain([first], results)):
             meta.update(caption=r.caption, seed=r.seed, use_ca=r.use_ca, labels=r.labels, warnings=r.warnings)
             for i in range(len(r)):
                 for stage, images in ((1, r.stage1), (2, r.stage2)):
                     if images is None: continue
                     path = write_atomic(out / png_name(stage, r.start + i, n), lambda f: to_pil(images[i]).save(f, format='png'))
                     nbytes += path.stat().st_size
+                    names.add(path.name)
             meta['written'] += len(r)
             if sum(map(len, grid)) < GRID_SAMPLES: grid.append(r)
             left, free = n - meta['written'], shutil.disk_usage(out).free
@@ -155,6 +173,10 @@ def write_samples(results,                  # `SampleResult`s of one request, in
         shown = SampleResult(keep([r.stage1 for r in grid]), keep([r.stage2 for r in grid]), '', 0, True)
         write_atomic(out / 'grid.png', lambda f: to_pil(image_grid(shown) * 2 - 1).save(f, format='png'))
         meta['grid'], done = len(shown), True
+        if earlier:                            # the same caption's earlier samples: the files these did not replace go
+            k = int(earlier.get('n') or 0)
+            for name in {png_name(s, i, k) for s in (1, 2) for i in range(int(earlier.get('written') or 0))} - names:
+                (out / name).unlink(missing_ok=True)
     finally:                                   # also when stopped: sample.json says how many were written
         try: write_atomic(out / 'sample.json', json.dumps(meta, indent=1))
         except OSError:
@@ -315,9 +337,10 @@ def check_alignment(root,                       # a CUB-layout dataset folder
     return alignment_report(as_encoder(encoder), s.captions, s.embeddings, n_images, keys=s.filenames)
 
 # %% ../nbs/30_sample.ipynb #49c22957
-def sample_main(run, caption: str, n: int = 8, seed: int = 0, out='samples', runs_root=None, stage: int | None = None,
+def sample_main(run, caption: str, n: int = 8, seed: int = 0, out=None, runs_root=None, stage: int | None = None,
                 no_ca: bool = False, device='auto', encoder=None) -> dict:
-    "`stackgan sample`: draw `n` samples of `caption` from `run` and write them as PNG files in `out`, a chunk at a time; returns what sample.json says."
+    "`stackgan sample`: draw `n` samples of `caption` from `run` and write them as PNG files in `out` (default: samples/`caption_folder(caption)`), a chunk at a time; returns what sample.json says."
+    out = Path('samples') / caption_folder(caption) if out is None else out
     sampler = Sampler(run, runs_root=runs_root, device=device, stage=stage, encoder=encoder)
     meta = write_samples(sampler.chunks(caption, n=n, seed=seed, use_ca=not no_ca), out, n, sampler.info)
     for w in meta['warnings']: print(f'note: {w}')
