@@ -88,8 +88,8 @@ def quickstart(root='stackgan_quickstart',   # folder for the synthetic data
         try: t = train(data, stage, PRESET, run_name(seed), [*cfg['overrides'], *overrides], epochs=epochs, runs_root=runs_root,
                        device=dev, progress=progress, seed=seed)
         except RunConfigMismatch as e:                     # (its advice, a new run name or --force, is not the quickstart's)
-            raise RunConfigMismatch(f'The run folder {e.folder} holds another quickstart ({"a full" if smoke else "a SMOKE"} run, '
-                                    f'or one of another version of this package); stored -> this call:\n{e.lines}\nKeep it and '
+            raise RunConfigMismatch(f'The run folder {e.folder} holds a quickstart of other settings ({"a full" if smoke else "a SMOKE"} '
+                                    f'run, other overrides, or another version of this package); stored -> this call:\n{e.lines}\nKeep it and '
                                     'train this one elsewhere (--runs-root DIR, or another --seed), or delete that folder to '
                                     'start it again.', e.folder, e.lines) from None
     folder = t.run.path

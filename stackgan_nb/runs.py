@@ -155,7 +155,7 @@ def check_run_config(run: str | Path,  # the (stage) folder
     diff = config_diff(drop(old), drop(new))
     if not diff: return {}
     lines = '\n'.join(f'  {k}: {o!r} -> {n!r}' for k, (o, n) in diff.items())
-    stuck = [k for k in diff if k in fixed]
+    stuck = [k for k, (o, _) in diff.items() if k in fixed and o != ABSENT]   # (a damaged config.json may still be forced)
     if not force or stuck:
         fix = (f'{", ".join(stuck)} cannot change within a run, not even with force: start this one under a new run name.' if stuck else
                'To keep both experiments, start this one under a new run name. To continue this run with the new config anyway, '
