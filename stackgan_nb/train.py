@@ -56,7 +56,7 @@ class RunConfig(_Checked):
     cuda_graph: str = choice('auto', 'auto', 'on', 'off', doc="record the whole step as one CUDA graph: 'auto' = Stage-I on one GPU (launch-bound)")
     compile: str = choice('off', 'off', 'default', 'max-autotune-no-cudagraphs', doc='torch.compile mode for the networks (recorded in the CUDA graph only with cuda_graph=on)')
     channels_last: str = choice('auto', 'auto', 'on', 'off', doc="NHWC memory layout of the networks: 'auto' = on the CPU and on GPUs with tensor cores (compute capability 7.0+)")
-    sync_batchnorm: bool = False      # several GPUs: BatchNorm statistics over the global batch (CUDA only)
+    sync_batchnorm: bool = field(default=False, metadata={'doc': "several GPUs (torchrun): BatchNorm statistics over the global batch instead of each GPU's own (CUDA only)"})
     workers: int = number(6, 0, doc="DataLoader processes of the baseline's per-image pipeline (the official setting: 6)")
     sample_every: int = number(1, 1, doc='write a sample grid every this many epochs')
     snapshots: int = number(5, 0, doc='keep the sampling generator alone at this many epochs spread over the run, and where diversity collapses (0: none; a Snapshots callback passed in callbacks= replaces this one)')
