@@ -93,7 +93,7 @@ def test_problems_are_shown_not_raised(sampler):
     assert len(w.sample_views) == 2 and '&lt;b&gt;' in w.gallery.children[0].value
     w.caption.value = '?!'
     w.button.click()
-    assert w.messages[0][0] == 'error' and 'no words the encoder can read' in w.messages[0][1]
+    assert w.messages[0][0] == 'error' and 'has no words (letters and digits): describe the bird' in w.messages[0][1]
     w.close()
 
 
