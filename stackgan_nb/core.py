@@ -5,10 +5,10 @@
 # %% auto #0
 __all__ = ['INT64_MAX', 'COCO_MODEL', 'IMAGE_SIZES', 'LOAD_SIZES', 'TINY_MODEL', 'QUICKSTART_MODEL', 'PRESETS', 'TINY_OVERRIDES',
            'ConfigError', 'choice', 'number', 'number_problem', 'ModelConfig', 'image_size', 'load_size', 'TrainConfig',
-           'Preset', 'get_preset', 'check_setting', 'override', 'config_dict', 'config_from_dict', 'stage_preset',
-           'get_device', 'prefers_channels_last', 'seed_everything', 'derive_seed', 'temp_path', 'temp_owner',
-           'pid_alive', 'remove_dead_temps', 'write_atomic', 'json_safe', 'write_json', 'check_run_name', 'is_colab',
-           'check_device']
+           'Preset', 'get_preset', 'as_list', 'check_setting', 'override', 'config_dict', 'config_from_dict',
+           'stage_preset', 'get_device', 'prefers_channels_last', 'seed_everything', 'derive_seed', 'temp_path',
+           'temp_owner', 'pid_alive', 'remove_dead_temps', 'write_atomic', 'json_safe', 'write_json', 'check_run_name',
+           'is_colab', 'check_device']
 
 # %% ../nbs/00_core.ipynb #859e9644
 import dataclasses
@@ -221,6 +221,12 @@ def _assignment(a: str) -> tuple[str, str, object]:
     value = _parse(fs[name], text.strip())
     _check_field(cls.__name__, fs[name], value)
     return section, name, value
+
+
+def as_list(items) -> list:
+    "`items` as a list; one string or path is one item (not its characters), None none."
+    if items is None: return []
+    return [items] if isinstance(items, (str, os.PathLike)) else list(items)
 
 
 def check_setting(a: str) -> str:

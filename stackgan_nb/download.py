@@ -20,7 +20,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from .core import write_atomic
+from .core import as_list, write_atomic
 
 # %% ../nbs/10_download.ipynb #39a31fcd
 class DownloadError(RuntimeError):
@@ -405,7 +405,7 @@ def _resolve(what, specs) -> list[FileSpec]:
     table = dict(REGISTRY)
     if specs is not None: table.update(specs if isinstance(specs, dict) else {s.name: s for s in specs})
     names = []
-    for w in what:
+    for w in as_list(what):                                # ('cub' alone: one name, not its letters)
         for n in GROUPS.get(w, (w,)):
             if n not in table: raise DownloadError(f'Unknown download {n!r}; choose from {", ".join([*table, *GROUPS])}.')
             if n not in names: names.append(n)

@@ -212,7 +212,7 @@ def evaluate_run(run,                          # run name (under runs_root) or r
                 ) -> dict:
     "Evaluate the newest checkpoint of each (or one) stage of `run`; returns {'run', 'stage1': report, 'stage2': report}."
     run = Run.find(run, runs_root)
-    stages = [stage] if stage else run.trained_stages()
+    stages = [stage] if stage is not None else run.trained_stages()   # (0 or '1': refused by load_generator)
     if not stages: raise FileNotFoundError(f'Run {run.name} has no checkpoint to evaluate in {run.path}: train it first.')
     device = get_device(device)
     out, reports, resolved = {'run': str(run.path)}, [], None

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .core import TINY_OVERRIDES, get_device, stage_preset, write_atomic
+from .core import TINY_OVERRIDES, as_list, get_device, stage_preset, write_atomic
 from .data import read_cub
 from .callbacks import plot_losses
 from .evaluate import evaluate_run
@@ -85,7 +85,7 @@ def quickstart(root='stackgan_quickstart',   # folder for the synthetic data
     dev = get_device(device)
     data = make_synthetic_cub(root / 'data', **cfg['world'], progress=progress)
     for stage, epochs in zip((1, 2), cfg['epochs']):
-        try: t = train(data, stage, PRESET, run_name(seed), [*cfg['overrides'], *overrides], epochs=epochs, runs_root=runs_root,
+        try: t = train(data, stage, PRESET, run_name(seed), [*cfg['overrides'], *as_list(overrides)], epochs=epochs, runs_root=runs_root,
                        device=dev, progress=progress, seed=seed)
         except RunConfigMismatch as e:                     # (its advice, a new run name or --force, is not the quickstart's)
             raise RunConfigMismatch(f'The run folder {e.folder} holds a quickstart of other settings ({"a full" if smoke else "a SMOKE"} '

@@ -25,7 +25,7 @@ from typing import NamedTuple
 import torch
 
 from .checkpoint import DAMAGED, CheckpointManager, check_finite, read_header
-from .core import (ModelConfig, check_run_name, config_from_dict, get_device, is_colab, prefers_channels_last,
+from .core import (ModelConfig, check_run_name, config_from_dict, get_device, image_size, is_colab, prefers_channels_last,
                               write_atomic, write_json)
 from .models import Stage1Generator, Stage2Generator
 
@@ -567,9 +567,13 @@ class Run:
     def find(cls, run, root=None) -> 'Run':
         "An existing run: a run folder, a `Run`, or a run name under `root`; `FileNotFoundError` when it has no stage yet."
         if isinstance(run, Run): return run
-        p = Path(run).expanduser()
-        folder = p if any((p / f'stage{s}').is_dir() for s in (1, 2)) else run_dir(str(run), root, create=False)
-        if not any((folder / f'stage{s}').is_dir() for s in (1, 2)):
+        p, has_stage = Path(run).expanduser(), lambda f: any((f / f'stage{s}').is_dir() for s in (1, 2))
+        places = [p]
+        if isinstance(run, str) and len(p.parts) == 1 and run not in ('.', '..'):   # a name: the runs folder's run first
+            try: places.insert(0, run_dir(run, root, create=False))
+            except ValueError: pass                                               # (not a run name; perhaps a folder here)
+        folder = next((f for f in places if has_stage(f)), places[0])             # none: the error names the first place
+        if not has_stage(folder):
             raise FileNotFoundError(f'No trained stage in {folder}: train one first (stackgan train --run {p.name} --stage 1 ...).')
         return cls(folder)
 
@@ -589,6 +593,7 @@ class Run:
 
     def load_generator(self, stage: int | None = None, device='cpu', epoch: int | None = None):
         "(G in eval mode, info) from the newest checkpoint of `stage` (1 or 2; None: the highest trained stage), or its snapshot of `epoch`."
+        if stage is not None: image_size(stage)             # 1 or 2 (not '1', nor 0 for 'the highest')
         if epoch is not None: return self._load_snapshot(stage, epoch, device)
         for s in ([stage] if stage else [2, 1]):
             latest = self.stage(s).latest()

@@ -25,9 +25,9 @@ from tqdm.auto import tqdm
 from .callbacks import (CancelEpoch, Checkpointer, DiversityCheck, DriveCopies, EpochLog, LRSchedule, NanGuard,
                                    NonFiniteError, ProgressBar, Recorder, SampleGrid, Snapshots, all_finite, run_event)
 from .checkpoint import CheckpointWriteError, check_finite, require_keys, rng_state, set_rng_state
-from .core import (PRESETS, ModelConfig, Preset, TrainConfig, _Checked, choice, config_dict, config_from_dict, derive_seed,
-                              get_device, image_size, load_size, number, override, prefers_channels_last, seed_everything,
-                              stage_preset)
+from .core import (PRESETS, ModelConfig, Preset, TrainConfig, _Checked, as_list, choice, config_dict, config_from_dict,
+                              derive_seed, get_device, image_size, load_size, number, number_problem, override,
+                              prefers_channels_last, seed_everything, stage_preset)
 from .data import Batcher, OfficialLoader, load_images, read_cub
 from .distributed import all_gather_object, barrier, init_distributed, wrap_ddp
 from .losses import OFFICIAL_BCE, REPAINT_STAGE
@@ -325,7 +325,9 @@ class Trainer:
     "StackGAN trainer for one stage of one run: `Trainer(...)` builds it (writing nothing), `fit()` trains or resumes."
     def __init__(self, data, stage: int = 1, preset='stackgan', run: str = 'stackgan', overrides=(), runs_root=None,
                  device='auto', config: 'RunConfig' = None, force: bool = False, cache_dir=None, max_steps=None, callbacks=()):
-        config = config or RunConfig()
+        config, overrides = config or RunConfig(), as_list(overrides)          # (one 'section.field=value' is a list of one)
+        if max_steps is not None and (problem := number_problem(max_steps, 1, whole=True)):
+            raise ValueError(f'max_steps={max_steps!r} {problem} (None: train to the epochs).')
         self.stage, self.cfg, self.data, self.started, self.batch = stage, config, Path(data), False, None
         self.dist, self.device = init_distributed(get_device(device))   # torchrun: this rank's GPU (or CPU with gloo)
         seed_everything(config.seed)                             # initial weights, then noise: all from the seed
@@ -541,7 +543,7 @@ def training_loop(trainer: Trainer) -> Trainer:
 def train(data, stage: int = 1, preset='stackgan', run: str = 'stackgan', overrides=(), epochs: int | None = None,
           runs_root=None, device='auto', force: bool = False, max_steps: int | None = None, callbacks=(), **run_options) -> Trainer:
     "Train (or resume) `stage` of `run` on the CUB-layout data in `data`; returns the finished `Trainer`."
-    overrides = list(overrides) + ([f'train.epochs={epochs}'] if epochs is not None else [])
+    overrides = as_list(overrides) + ([f'train.epochs={epochs}'] if epochs is not None else [])
     trainer = Trainer(data, stage, preset, run, overrides, runs_root, device, RunConfig(**run_options), force,
                       max_steps=max_steps, callbacks=callbacks)
     return trainer.fit()

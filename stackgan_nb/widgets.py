@@ -25,7 +25,7 @@ from IPython.display import display
 from PIL import Image, ImageDraw, ImageFont
 
 from .callbacks import Snapshots
-from .core import get_device, write_atomic
+from .core import as_list, get_device, write_atomic
 from .metrics import device_of
 from .quality import same_square
 from .runs import Run, list_runs, runs_root
@@ -80,7 +80,7 @@ class CaptionWidget:
             try: self.sampler = Sampler(sampler, **sampler_kwargs)
             except Exception as e: self.sampler, load_error = None, f'Could not load run {sampler}: {e}'
         if examples is None: examples = default_examples(self.sampler.encoder) if self.sampler else []
-        examples = list(examples)
+        examples = as_list(examples)                       # (one caption alone: a list of one)
 
         self.examples = widgets.Dropdown(options=[('Example captions...', '')] + [(e, e) for e in examples], value='',
                                          layout=widgets.Layout(width='100%'))
@@ -451,7 +451,7 @@ class ExperimentExplorer:
         if runs is None: chosen = [v for v in self.runs.value if v in listed] if self.runs.options else listed
         else:
             chosen = []
-            for name in runs:
+            for name in as_list(runs):                     # (one run alone: a list of one)
                 try: folder = str(Run.find(name, self.root).path)
                 except (FileNotFoundError, ValueError):              # shown as a row that says so
                     folder = f'missing:{name}'
