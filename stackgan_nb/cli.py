@@ -204,8 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--caption', required=True, help='what to draw, e.g. "a small red bird with black wings"')
     p.add_argument('-n', type=number_arg(1), default=8, help='number of samples (written a chunk at a time: as many as the disk holds)')
     p.add_argument('--seed', type=number_arg(0), default=0, help=SEED_HELP)
-    p.add_argument('--out', help="output folder (default: samples/ and the caption's words, e.g. samples/a-small-red-bird); "
-                   "samples of the same caption in it are replaced, of another caption refused")
+    p.add_argument('--out', help="output folder (default: samples/ and the caption's words, e.g. samples/a-small-red-bird, or "
+                   "-2, -3, ... when that holds other samples); the same request's samples in it are replaced, others refused")
     p.add_argument('--runs-root', help=RUNS_ROOT_HELP)
     p.add_argument('--stage', type=int, choices=[1, 2], help='default: the highest trained stage')
     p.add_argument('--no-ca', action='store_true', help='use mu instead of sampling the CA condition')
