@@ -164,7 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(title='commands', metavar='COMMAND')
     p = sub.add_parser('quickstart', help='train and evaluate StackGAN on a synthetic CUB (minutes on a CPU, no downloads)')
     p.add_argument('--root', default='stackgan_quickstart',
-                   help='folder of the quickstart: the synthetic CUB goes to ROOT/data, the --data of other commands (default: %(default)s)')
+                   help='folder of the quickstart: the synthetic CUB goes to ROOT/data (ROOT/data-smoke under --smoke), the --data of '
+                   'other commands (default: %(default)s)')
     p.add_argument('--runs-root', help='where the run is kept (default: $STACKGAN_RUNS, Drive on Colab, ./runs): where the widgets look')
     p.add_argument('--device', default='auto', type=device_arg, help=DEVICE_HELP)
     p.add_argument('--smoke', action='store_true', help='tiny sizes: seconds (also set by SMOKE=1)')

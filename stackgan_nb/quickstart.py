@@ -83,7 +83,7 @@ def quickstart(root='stackgan_quickstart',   # folder for the synthetic data
     smoke = os.environ.get('SMOKE') == '1' if smoke is None else smoke
     cfg, root, t0 = quickstart_settings(smoke), Path(root).expanduser(), time.time()
     dev = get_device(device)
-    data = make_synthetic_cub(root / 'data', **cfg['world'], progress=progress)
+    data = make_synthetic_cub(root / ('data-smoke' if smoke else 'data'), **cfg['world'], progress=progress)   # (one never replaces the other)
     for stage, epochs in zip((1, 2), cfg['epochs']):
         try: t = train(data, stage, PRESET, run_name(seed), [*cfg['overrides'], *as_list(overrides)], epochs=epochs, runs_root=runs_root,
                        device=dev, progress=progress, seed=seed)
