@@ -11,6 +11,7 @@ __all__ = ['LEVELS', 'DEMO_OVERRIDES', 'DEMO_VARIANTS', 'EXPLORER_VIEWS', 'CARD'
 import contextlib
 import html
 import io
+import itertools
 import json
 import tempfile
 import threading
@@ -659,9 +660,12 @@ class ExperimentExplorer:
         return compose_view(self.title(), self.rows, self.zoom)[0]
 
     def save_png(self, path=None) -> Path:
-        "Save the view drawn last as one PNG (default: `save_dir`/VIEW-TIME.png); returns its path."
+        "Save the view drawn last as one PNG (default, or `path` a folder: VIEW-TIME.png in `save_dir` or that folder, never over an earlier one); returns its path."
         if not self.rows: raise ValueError('Nothing drawn yet: press Draw first.')
-        path = Path(path) if path else self.save_dir / f'{self.view.value}-{time.strftime("%Y%m%d-%H%M%S")}.png'
+        if path is None or Path(path).is_dir():
+            folder, stem = Path(path or self.save_dir), f'{self.view.value}-{time.strftime("%Y%m%d-%H%M%S")}'
+            path = next(p for k in itertools.count(1) if not (p := folder / (stem + (f'-{k}' if k > 1 else '') + '.png')).exists())
+        path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         picture = self.view_image()
         return write_atomic(path, lambda f: picture.save(f, format='png'))
