@@ -573,6 +573,9 @@ class Run:
             try: places.insert(0, run_dir(run, root, create=False))
             except ValueError: pass                                               # (not a run name; perhaps a folder here)
         folder = next((f for f in places if has_stage(f)), places[0])             # none: the error names the first place
+        if not folder.parent.is_dir():
+            raise FileNotFoundError(f'The runs folder {folder.parent} does not exist: pass the one that holds run {p.name} '
+                                    '(runs_root=...; CLI: --runs-root DIR), or train it first.')
         if not has_stage(folder):
             raise FileNotFoundError(f'No trained stage in {folder}: train one first (stackgan train --run {p.name} --stage 1 ...).')
         return cls(folder)
