@@ -4,17 +4,18 @@
 
 # %% auto #0
 __all__ = ['INT64_MAX', 'COCO_MODEL', 'IMAGE_SIZES', 'LOAD_SIZES', 'TINY_MODEL', 'QUICKSTART_MODEL', 'PRESETS', 'TINY_OVERRIDES',
-           'ConfigError', 'choice', 'number', 'number_problem', 'ModelConfig', 'image_size', 'load_size', 'TrainConfig',
-           'Preset', 'get_preset', 'as_list', 'check_setting', 'override', 'config_dict', 'config_from_dict',
-           'stage_preset', 'get_device', 'prefers_channels_last', 'seed_everything', 'derive_seed', 'temp_path',
-           'temp_owner', 'pid_alive', 'remove_dead_temps', 'write_atomic', 'json_safe', 'write_json', 'check_run_name',
-           'is_colab', 'check_device']
+           'ConfigError', 'choice', 'number', 'number_problem', 'check_whole', 'ModelConfig', 'image_size', 'load_size',
+           'TrainConfig', 'Preset', 'get_preset', 'as_list', 'check_setting', 'override', 'config_dict',
+           'config_from_dict', 'stage_preset', 'get_device', 'prefers_channels_last', 'seed_everything', 'derive_seed',
+           'temp_path', 'temp_owner', 'pid_alive', 'remove_dead_temps', 'write_atomic', 'json_safe', 'write_json',
+           'check_run_name', 'is_colab', 'check_device']
 
 # %% ../nbs/00_core.ipynb #859e9644
 import dataclasses
 import hashlib
 import json
 import math
+import numbers
 import os
 import random
 import re
@@ -56,6 +57,13 @@ def number_problem(value, lo=None, hi=None, lo_open=False, whole=False) -> str |
     if hi is not None and value > hi: return 'must be ' + ' and '.join(b for b in (high, low) if b)
     if whole and abs(value) > INT64_MAX: return 'must fit in 64 bits (at most 2**63-1)'
     return None
+
+
+def check_whole(name: str, value, lo: int, hint: str = ''):
+    "`value` as an int when it is a whole number >= `lo` (numpy's too), else a ValueError: `name=value`, the rule and `hint`."
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool): value = int(value)
+    if problem := number_problem(value, lo, whole=True): raise ValueError(f'{name}={value!r} {problem}{hint}.')
+    return value
 
 
 def _check_field(cls_name, f, value):

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.utils import draw_bounding_boxes, make_grid, save_image
 
-from .core import get_device, json_safe, number_problem, write_json
+from .core import check_whole, get_device, json_safe, write_json
 from .data import CUBSplit, load_images, read_cub
 from .evaluate import run_data
 from .metrics import AttributeClassifier, attribute_accuracy, evaluating, generated_stages
@@ -165,8 +165,7 @@ def quality_report(run,                          # run name (under runs_root) or
                    scorer_epochs: int = 4,       # training passes of the synthetic scorer (if not cached yet)
                   ) -> dict:
     "Caption following (matched / shuffled / real) and Stage-II detail of every trained stage of `run`, per split; run/quality.json."
-    if n_captions is not None and (problem := number_problem(n_captions, 2, whole=True)):
-        raise ValueError(f'n_captions={n_captions!r} {problem} (None: all captions).')
+    if n_captions is not None: check_whole('n_captions', n_captions, 2, ' (None: all captions)')
     run = Run.find(run, runs_root)
     stages = run.trained_stages()
     if not stages: raise FileNotFoundError(f'Run {run.name} has no checkpoint in {run.path}: train it first.')

@@ -11,7 +11,6 @@ __all__ = ['CHAR_CNN_RNN_FILE', 'SAMPLE_CHUNK', 'GRID_SAMPLES', 'REQUEST_KEYS', 
 # %% ../nbs/30_sample.ipynb #ac301898
 import itertools
 import json
-import numbers
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from PIL import Image
 from torchvision.utils import make_grid
 
 from .char_cnn_rnn import AlignmentReport, CharCNNRNNEncoder, alignment_report
-from .core import derive_seed, get_device, number_problem, write_atomic
+from .core import check_whole, derive_seed, get_device, write_atomic
 from .data import read_cub
 from .metrics import device_of, private_rng
 from .runs import Run, load_generator
@@ -143,10 +142,9 @@ def _earlier_samples(out: Path) -> dict | None:
 REQUEST_KEYS = ('caption', 'seed', 'use_ca', 'labels', 'run', 'stage')   # what makes two sets of samples the same request
 
 
-def _request(result: SampleResult, info: dict | None) -> dict:
-    "The request a result answers, as sample.json records it (`REQUEST_KEYS`)."
-    return {'caption': result.caption, 'seed': result.seed, 'use_ca': result.use_ca, 'labels': result.labels,
-            'run': (info or {}).get('run'), 'stage': (info or {}).get('stage')}
+def _request(caption: str, seed: int, use_ca: bool, labels, info: dict | None) -> dict:
+    "A request for samples as sample.json records it (`REQUEST_KEYS`); `info`: the generator's, from `load_generator`."
+    return {'caption': caption, 'seed': seed, 'use_ca': use_ca, 'labels': labels, 'run': (info or {}).get('run'), 'stage': (info or {}).get('stage')}
 
 
 def _same_request(earlier: dict | None, request: dict) -> bool:
@@ -162,11 +160,7 @@ def free_folder(base: Path, request: dict) -> Path:
         if earlier is None or _same_request(earlier, request): return folder
 
 
-def _whole(name: str, value, lo: int):
-    "`value` as an int when it is a whole number >= `lo` (numpy's too), else a ValueError naming `name` and the rule."
-    if isinstance(value, numbers.Integral) and not isinstance(value, bool): value = int(value)
-    if problem := number_problem(value, lo, whole=True): raise ValueError(f'{name}={value!r} {problem}.')
-    return value
+
 
 
 def _flag(name: str, value) -> bool:
@@ -183,7 +177,7 @@ def write_samples(results,                  # `SampleResult`s of one request, in
     "Write each result's PNGs as it comes, then grid.png (the first `GRID_SAMPLES` samples) and sample.json; returns sample.json's content. Samples of the same request already in `out_dir` (`REQUEST_KEYS`: running a cell again) are replaced, none of their files left; other samples are refused."
     out, results = Path(out_dir).expanduser(), iter(results)
     first, earlier = next(results, None), _earlier_samples(out)
-    if first is not None and earlier and not _same_request(earlier, _request(first, info)):   # before anything is written
+    if first is not None and earlier and not _same_request(earlier, _request(first.caption, first.seed, first.use_ca, first.labels, info)):   # before anything is written
         said = ', '.join(f'{k} {earlier.get(k)!r}' for k in ('caption', 'seed', 'use_ca') if k in earlier)
         raise FileExistsError(f'{out} holds other samples ({said}; its sample.json): write these elsewhere (--out DIR; '
                               'out=...) or delete that folder first.')
@@ -245,7 +239,7 @@ class Sampler:
                  stage: int | None = None,  # 1 or 2; None: the highest trained stage
                  encoder=None,             # see `resolve_encoder`
                  batch_size: int = 64):    # images per forward pass
-        batch_size = _whole('batch_size', batch_size, 1)
+        batch_size = check_whole('batch_size', batch_size, 1)
         self.G, self.info = load_generator(run, stage, runs_root, get_device(device))
         self.stage, self.run, self.batch_size = self.info['stage'], Path(self.info['run']).name, batch_size
         self.device, self.z_dim = device_of(self.G), self.G.z_dim
@@ -283,7 +277,7 @@ class Sampler:
 
     def chunks(self, caption: str, n: int = 8, seed: int = 0, use_ca: bool = True):
         "`generate(caption, n, seed, use_ca)` as results of at most `SAMPLE_CHUNK` samples, drawn one at a time as they are asked for."
-        n, seed, use_ca = _whole('n', n, 1), _whole('seed', seed, 0), _flag('use_ca', use_ca)
+        n, seed, use_ca = check_whole('n', n, 1), check_whole('seed', seed, 0), _flag('use_ca', use_ca)
         emb, problems = self.embed(caption)
         for k, start in enumerate(range(0, int(n), SAMPLE_CHUNK)):
             m = min(SAMPLE_CHUNK, int(n) - start)
@@ -300,7 +294,7 @@ class Sampler:
     def interpolate_captions(self, caption_a: str, caption_b: str, steps: int = 8, seed: int = 0,
                              use_ca: bool = False) -> SampleResult:
         "`steps` images from `caption_a` to `caption_b` with the noise of `seed` fixed."
-        steps, seed, use_ca = _whole('steps', steps, 2), _whole('seed', seed, 0), _flag('use_ca', use_ca)   # (>= 2: both ends)
+        steps, seed, use_ca = check_whole('steps', steps, 2), check_whole('seed', seed, 0), _flag('use_ca', use_ca)   # (>= 2: both ends)
         (ea, pa), (eb, pb) = self.embed(caption_a), self.embed(caption_b)
         ts = torch.linspace(0, 1, steps)[:, None]                                   # (steps, 1)
         noise = noise_for(seed, 1, self.z_dim).expand(steps, -1)                    # (steps, z_dim)
@@ -311,8 +305,8 @@ class Sampler:
     def interpolate_noise(self, caption: str, seed_a: int = 0, seed_b: int = 1, steps: int = 8,
                           use_ca: bool = False) -> SampleResult:
         "`steps` images of `caption` along the great circle from the noise of `seed_a` to that of `seed_b`."
-        steps, use_ca = _whole('steps', steps, 2), _flag('use_ca', use_ca)                    # (>= 2: both ends)
-        seed_a, seed_b = _whole('seed_a', seed_a, 0), _whole('seed_b', seed_b, 0)
+        steps, use_ca = check_whole('steps', steps, 2), _flag('use_ca', use_ca)                    # (>= 2: both ends)
+        seed_a, seed_b = check_whole('seed_a', seed_a, 0), check_whole('seed_b', seed_b, 0)
         emb, problems = self.embed(caption)
         za, zb = noise_for(seed_a, 1, self.z_dim)[0], noise_for(seed_b, 1, self.z_dim)[0]
         ts = torch.linspace(0, 1, steps).tolist()
@@ -381,8 +375,7 @@ def sample_main(run, caption: str, n: int = 8, seed: int = 0, out=None, runs_roo
     "`stackgan sample`: draw `n` samples of `caption` from `run` and write them as PNG files in `out` (default: samples/`caption_folder(caption)`), a chunk at a time; returns what sample.json says."
     sampler = Sampler(run, runs_root=runs_root, device=device, stage=stage, encoder=encoder)
     if out is None:
-        out = free_folder(Path('samples') / caption_folder(caption), {'caption': caption, 'seed': seed, 'use_ca': not no_ca,
-                          'labels': None, 'run': sampler.info.get('run'), 'stage': sampler.info.get('stage')})
+        out = free_folder(Path('samples') / caption_folder(caption), _request(caption, seed, not no_ca, None, sampler.info))
     meta = write_samples(sampler.chunks(caption, n=n, seed=seed, use_ca=not no_ca), out, n, sampler.info)
     for w in meta['warnings']: print(f'note: {w}')
     sizes = '64x64' + ('' if sampler.stage == 1 else ' and 256x256')

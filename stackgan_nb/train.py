@@ -25,8 +25,8 @@ from tqdm.auto import tqdm
 from .callbacks import (CancelEpoch, Checkpointer, DiversityCheck, DriveCopies, EpochLog, LRSchedule, NanGuard,
                                    NonFiniteError, ProgressBar, Recorder, SampleGrid, Snapshots, all_finite, run_event)
 from .checkpoint import CheckpointWriteError, check_finite, require_keys, rng_state, set_rng_state
-from .core import (PRESETS, ModelConfig, Preset, TrainConfig, _Checked, as_list, choice, config_dict, config_from_dict,
-                              derive_seed, get_device, image_size, load_size, number, number_problem, override,
+from .core import (PRESETS, ModelConfig, Preset, TrainConfig, _Checked, as_list, check_whole, choice, config_dict,
+                              config_from_dict, derive_seed, get_device, image_size, load_size, number, override,
                               prefers_channels_last, seed_everything, stage_preset)
 from .data import Batcher, OfficialLoader, load_images, read_cub
 from .distributed import all_gather_object, barrier, init_distributed, wrap_ddp
@@ -326,8 +326,7 @@ class Trainer:
     def __init__(self, data, stage: int = 1, preset='stackgan', run: str = 'stackgan', overrides=(), runs_root=None,
                  device='auto', config: 'RunConfig' = None, force: bool = False, cache_dir=None, max_steps=None, callbacks=()):
         config, overrides = config or RunConfig(), as_list(overrides)          # (one 'section.field=value' is a list of one)
-        if max_steps is not None and (problem := number_problem(max_steps, 1, whole=True)):
-            raise ValueError(f'max_steps={max_steps!r} {problem} (None: train to the epochs).')
+        if max_steps is not None: check_whole('max_steps', max_steps, 1, ' (None: train to the epochs)')
         self.stage, self.cfg, self.data, self.started, self.batch = stage, config, Path(data), False, None
         self.dist, self.device = init_distributed(get_device(device))   # torchrun: this rank's GPU (or CPU with gloo)
         seed_everything(config.seed)                             # initial weights, then noise: all from the seed
