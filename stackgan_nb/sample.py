@@ -144,7 +144,8 @@ REQUEST_KEYS = ('caption', 'seed', 'use_ca', 'labels', 'run', 'stage')   # what 
 
 def _request(caption: str, seed: int, use_ca: bool, labels, info: dict | None) -> dict:
     "A request for samples as sample.json records it (`REQUEST_KEYS`); `info`: the generator's, from `load_generator`."
-    return {'caption': caption, 'seed': seed, 'use_ca': use_ca, 'labels': labels, 'run': (info or {}).get('run'), 'stage': (info or {}).get('stage')}
+    info = info or {}
+    return {'caption': caption, 'seed': seed, 'use_ca': use_ca, 'labels': labels, 'run': info.get('run'), 'stage': info.get('stage')}
 
 
 def _same_request(earlier: dict | None, request: dict) -> bool:
@@ -158,9 +159,6 @@ def free_folder(base: Path, request: dict) -> Path:
         folder = base if k == 1 else base.with_name(f'{base.name}-{k}')
         earlier = _earlier_samples(folder)
         if earlier is None or _same_request(earlier, request): return folder
-
-
-
 
 
 def _flag(name: str, value) -> bool:
@@ -204,7 +202,7 @@ def write_samples(results,                  # `SampleResult`s of one request, in
         shown = SampleResult(keep([r.stage1 for r in grid]), keep([r.stage2 for r in grid]), '', 0, True)
         write_atomic(out / 'grid.png', lambda f: to_pil(image_grid(shown) * 2 - 1).save(f, format='png'))
         meta['grid'], done = len(shown), True
-        if earlier:                            # the same caption's earlier samples: the files these did not replace go
+        if earlier:                            # the same request's earlier samples: the files these did not replace go
             k = int(earlier.get('n') or 0)
             for name in {png_name(s, i, k) for s in (1, 2) for i in range(int(earlier.get('written') or 0))} - names:
                 (out / name).unlink(missing_ok=True)
