@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['INT64_MAX', 'COCO_MODEL', 'IMAGE_SIZES', 'LOAD_SIZES', 'TINY_MODEL', 'QUICKSTART_MODEL', 'PRESETS', 'TINY_OVERRIDES',
            'ConfigError', 'choice', 'number', 'number_problem', 'check_whole', 'ModelConfig', 'image_size', 'load_size',
-           'TrainConfig', 'Preset', 'get_preset', 'as_list', 'check_setting', 'override', 'config_dict',
+           'TrainConfig', 'Preset', 'get_preset', 'numbered', 'as_list', 'check_setting', 'override', 'config_dict',
            'config_from_dict', 'stage_preset', 'get_device', 'prefers_channels_last', 'seed_everything', 'derive_seed',
            'temp_path', 'temp_owner', 'pid_alive', 'remove_dead_temps', 'write_atomic', 'json_safe', 'write_json',
            'check_run_name', 'is_colab', 'check_device']
@@ -13,6 +13,7 @@ __all__ = ['INT64_MAX', 'COCO_MODEL', 'IMAGE_SIZES', 'LOAD_SIZES', 'TINY_MODEL',
 # %% ../nbs/00_core.ipynb #859e9644
 import dataclasses
 import hashlib
+import itertools
 import json
 import math
 import numbers
@@ -22,6 +23,7 @@ import re
 import uuid
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -229,6 +231,13 @@ def _assignment(a: str) -> tuple[str, str, object]:
     value = _parse(fs[name], text.strip())
     _check_field(cls.__name__, fs[name], value)
     return section, name, value
+
+
+def numbered(path) -> Iterator[Path]:
+    "`path`, then `path-2`, `path-3`, ... (the number before the suffix: `view-2.png`): names to try until one is free."
+    path = Path(path)
+    yield path
+    for k in itertools.count(2): yield path.with_name(f'{path.stem}-{k}{path.suffix}')
 
 
 def as_list(items) -> list:

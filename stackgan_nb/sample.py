@@ -24,7 +24,7 @@ from PIL import Image
 from torchvision.utils import make_grid
 
 from .char_cnn_rnn import AlignmentReport, CharCNNRNNEncoder, alignment_report
-from .core import check_whole, derive_seed, get_device, write_atomic
+from .core import check_whole, derive_seed, get_device, numbered, write_atomic
 from .data import read_cub
 from .metrics import device_of, private_rng
 from .runs import Run, load_generator
@@ -155,8 +155,7 @@ def _same_request(earlier: dict | None, request: dict) -> bool:
 
 def free_folder(base: Path, request: dict) -> Path:
     "`base`, else `base-2`, `base-3`, ...: the first folder that holds no samples, or samples of `request` (`REQUEST_KEYS`)."
-    for k in itertools.count(1):
-        folder = base if k == 1 else base.with_name(f'{base.name}-{k}')
+    for folder in numbered(base):
         earlier = _earlier_samples(folder)
         if earlier is None or _same_request(earlier, request): return folder
 

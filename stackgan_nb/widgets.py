@@ -11,7 +11,6 @@ __all__ = ['LEVELS', 'DEMO_OVERRIDES', 'DEMO_VARIANTS', 'EXPLORER_VIEWS', 'CARD'
 import contextlib
 import html
 import io
-import itertools
 import json
 import tempfile
 import threading
@@ -26,7 +25,7 @@ from IPython.display import display
 from PIL import Image, ImageDraw, ImageFont
 
 from .callbacks import Snapshots
-from .core import as_list, get_device, write_atomic
+from .core import as_list, get_device, numbered, write_atomic
 from .metrics import device_of
 from .quality import same_square
 from .runs import Run, list_runs, runs_root
@@ -663,8 +662,8 @@ class ExperimentExplorer:
         "Save the view drawn last as one PNG (default, or `path` a folder: VIEW-TIME.png in `save_dir` or that folder, never over an earlier one); returns its path."
         if not self.rows: raise ValueError('Nothing drawn yet: press Draw first.')
         if path is None or Path(path).is_dir():
-            folder, stem = Path(path or self.save_dir), f'{self.view.value}-{time.strftime("%Y%m%d-%H%M%S")}'
-            path = next(p for k in itertools.count(1) if not (p := folder / (stem + (f'-{k}' if k > 1 else '') + '.png')).exists())
+            name = f'{self.view.value}-{time.strftime("%Y%m%d-%H%M%S")}.png'
+            path = next(p for p in numbered(Path(path or self.save_dir) / name) if not p.exists())
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         picture = self.view_image()
