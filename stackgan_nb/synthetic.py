@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .core import check_whole, number_problem
 from .text import CLAUSE_BREAKS, HashTextEncoder
 
 # %% ../nbs/13_synthetic.ipynb #7db57568
@@ -189,6 +190,24 @@ def _split(n_species, images_per_species, test_fraction, split_by, rng):
     raise ValueError(f"split_by={split_by!r}: use 'species' or 'image'.")
 
 
+def _check_world(p: dict) -> None:
+    "A ValueError naming the parameter and the fix when `make_synthetic_cub`'s parameters `p` cannot make a world with both splits."
+    if p['split_by'] not in ('species', 'image'):
+        raise ValueError(f"split_by={p['split_by']!r}: use 'species' (disjoint classes, like StackGAN's CUB split) or 'image'.")
+    if problem := number_problem(p['test_fraction'], 0, 1):
+        raise ValueError(f"test_fraction={p['test_fraction']!r} {problem}.")
+    if p['test_fraction'] == 1: raise ValueError('test_fraction=1 leaves no training images: use a value in [0, 1).')
+    for name, lo in (('n_species', 1), ('images_per_species', 1), ('image_size', 64), ('embedding_dim', 1),
+                     ('grayscale_every', 0), ('jpeg_quality', 1), ('seed', 0), ('encoder_seed', 0)):
+        check_whole(name, p[name], lo, ' (image_size: crops are 64 px)' if name == 'image_size' else '')
+    if p['jpeg_quality'] > 100: raise ValueError(f"jpeg_quality={p['jpeg_quality']} must be <= 100 (PIL's scale; 90 by default).")
+    n, k = (p['n_species'], 'n_species') if p['split_by'] == 'species' else (p['images_per_species'], 'images_per_species')
+    n_test = _split(p['n_species'], p['images_per_species'], p['test_fraction'], p['split_by'], np.random.default_rng(0)).sum()
+    if n_test == p['n_species'] * p['images_per_species']:
+        raise ValueError(f"{k}={n} with test_fraction={p['test_fraction']} leaves no training images "
+                         f"(split_by={p['split_by']!r}): raise {k} or lower test_fraction.")
+
+
 def make_synthetic_cub(root, n_species: int = 40, images_per_species: int = 30, seed: int = 0, image_size: int = 256,
                        test_fraction: float = 0.25, split_by: str = 'species', embedding_dim: int = 1024,
                        encoder_seed: int = 0, grayscale_every: int = 50, jpeg_quality: int = 90, progress: bool = True) -> Path:
@@ -203,10 +222,7 @@ def make_synthetic_cub(root, n_species: int = 40, images_per_species: int = 30, 
     elif (root / 'CUB_200_2011').exists() or (root / 'birds').exists():
         raise FileExistsError(f'{root} already holds CUB_200_2011/ or birds/ that make_synthetic_cub did not write '
                               '(real data?): choose another folder for the synthetic dataset.')
-    if split_by not in ('species', 'image'):
-        raise ValueError(f"split_by={split_by!r}: use 'species' (disjoint classes, like StackGAN's CUB split) or 'image'.")
-    if not 0 <= test_fraction < 1: raise ValueError(f'test_fraction={test_fraction} must be in [0, 1).')
-    if image_size < 64: raise ValueError(f'image_size={image_size} is too small: crops are 64 px; use >= 64.')
+    _check_world(params)
     t0 = time.time()
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix='.synthetic-', dir=root))
