@@ -414,7 +414,13 @@ class Trainer:
                 'text_encoder': self.text_encoder_spec, **self.state.state_dict(rank_rngs)}
 
     def save(self) -> Path | None:
-        "Write a checkpoint (never one with non-finite weights); with several processes rank 0 writes, all wait."
+        "Write a checkpoint (never one with non-finite weights); with several processes rank 0 writes, all wait. Before `fit`, first `start` (under the stage's lock), as `fit` would."
+        if self.started: return self._save()
+        with (self.dir.lock(log=self.log) if self.dist.is_main else nullcontext()):   # a checkpoint never lands beside no
+            self.start()                                   # config.json, nor above a run's progress (start resumes it)
+            return self._save()
+
+    def _save(self) -> Path | None:
         s = self.state
         nets = (s.G, s.D) if s.G_ema is None else (s.G, s.D, s.G_ema)
         if not all_finite([v for net in nets for v in net.state_dict().values()]):
@@ -466,7 +472,7 @@ class Trainer:
             self.log(f'Speed: {self.speed.describe()}' + (f'; {world} processes, {self.preset.train.batch_size // world} samples each' if world > 1 else ''))
         latest = self.ckpt.latest(check=check_finite)
         barrier(self.dist)                                       # every rank has looked before rank 0 may write
-        if latest is None: self.save()                           # step 0: a rollback target even before the first epoch ends
+        if latest is None: self._save()                          # step 0: a rollback target even before the first epoch ends
         else:
             self._load_on_this_data(latest[0])
             self.log(f'Resumed {self.dir.path} at epoch {self.epoch}, step {self.step} from {latest[1].name}.')
