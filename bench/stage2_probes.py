@@ -9,7 +9,9 @@
 Each probe trains Stage-II again on top of the quickstart run's Stage-I (a copy of its `stage1/` folder, so every probe
 starts from the same weights) in a run folder of its own, `RUNS/stage2-probes/NAME`, and measures it as the quickstart's
 report does (`stackgan_nb.quality`, fewer captions): part-colour accuracy on matched and on shuffled captions, and
-Stage-II's detail at 256 px beside the upsampled Stage-I's, both as a fraction of the real birds'. Stage-II trains
+Stage-II's detail at 256 px beside the upsampled Stage-I's, both as a fraction of the real birds', and the detail of
+Stage-II's repaint of the real birds' soft 64 px versions (its lesson, on whole images): what it draws on the inputs it
+learnt from, against what it draws on Stage-I's samples. Stage-II trains
 from seed 0 (its initial weights, noise and data order) whatever the Stage-I's seed was; `--seed` draws another, and
 `--curve N` also measures the detail of the generator's weights every N steps (training species' captions), to show
 when in the run the detail comes.
@@ -57,11 +59,15 @@ from pathlib import Path
 
 import torch.nn.functional as F
 
+import torch
+
 from stackgan_nb import losses, steps
 from stackgan_nb.cli import number_arg, setting_arg
 from stackgan_nb.core import TINY_OVERRIDES
-from stackgan_nb.data import read_cub
-from stackgan_nb.quality import SPLIT_NAMES, quality_report, stage_quality, upsample
+from stackgan_nb.data import load_images, read_cub
+from stackgan_nb.metrics import private_rng
+from stackgan_nb.quality import SPLIT_NAMES, detail, quality_report, stage_quality, upsample
+from stackgan_nb.scorer import center_crop
 from stackgan_nb.runs import runs_root
 from stackgan_nb.synthetic import TINY, make_synthetic_cub
 from stackgan_nb.train import train
@@ -148,6 +154,18 @@ def detail_curve(G, weights: dict, data: Path, detail_images: int, real: float) 
     return rows
 
 
+@torch.no_grad()
+def lesson_detail(G, data: Path, split: str, n: int, seed: int = 0) -> float:
+    "Stage-II's detail on its own lesson, whole images: its repaint of the first `n` real birds' soft 64 px versions, x theirs."
+    s = read_cub(data, split)
+    big = load_images(s, 304, s.root / 'cache', progress=False)[:n]
+    real = center_crop(big, 256).float() / 127.5 - 1                                   # (n, 3, 256, 256), as the report crops
+    emb = torch.as_tensor(s.embeddings[:len(real), 0]).float()                         # each bird's first caption
+    with private_rng(seed):
+        img, _, _ = G.eval().repaint(losses.soft_low(real, 64), emb)                    # (n, 3, 256, 256)
+    return (detail(img).mean() / detail(real).mean()).item()
+
+
 def probe(name: str, data: Path, stage1: Path, out: Path, device: str, n_captions: int, detail_images: int,
           extra=(), smoke=False, seed: int = 0, curve: int = 0) -> dict:
     "Train probe `name`'s Stage-II (from `seed`) on a copy of `stage1` in out/name and measure it; returns a row of the table."
@@ -167,17 +185,19 @@ def probe(name: str, data: Path, stage1: Path, out: Path, device: str, n_caption
     for sp in SPLIT_NAMES:
         s2, real = q['stage2'][sp], q['real'][sp]['detail']['real']
         row[sp] = {'matched': s2['following']['matched'], 'shuffled': s2['following']['shuffled'],
-                   'detail_x': s2['detail']['stage2'] / real, 'stage1_up_x': s2['detail']['stage1_upsampled'] / real}
+                   'detail_x': s2['detail']['stage2'] / real, 'stage1_up_x': s2['detail']['stage1_upsampled'] / real,
+                   'lesson_x': lesson_detail(t.state.G, data, sp, detail_images, seed)}
     if every: row['curve'] = detail_curve(t.state.G, every.weights, data, detail_images, q['real']['train']['detail']['real'])
     return row
 
 
 def table(rows: list[dict]) -> str:
     head = ('| probe | steps | train s | matched (train / held-out) | shuffled | Stage-II detail x real | '
-            'Stage-I upsampled x real |\n|---|---|---|---|---|---|---|')
+            'Stage-I upsampled x real | repaint of soft real birds x real |\n|---|---|---|---|---|---|---|---|')
     f = lambda r, k, fmt: ' / '.join(format(r[sp][k], fmt) for sp in SPLIT_NAMES)
     return '\n'.join([head] + [f'| {r["probe"]} | {r["steps"]} | {r["train_s"]:.0f} | {f(r, "matched", ".3f")} | '
-                               f'{f(r, "shuffled", ".3f")} | {f(r, "detail_x", ".2f")} | {f(r, "stage1_up_x", ".2f")} |'
+                               f'{f(r, "shuffled", ".3f")} | {f(r, "detail_x", ".2f")} | {f(r, "stage1_up_x", ".2f")} | '
+                               f'{f(r, "lesson_x", ".2f")} |'
                                for r in rows])
 
 
