@@ -282,8 +282,8 @@ def stage_preset(preset: Preset | str, stage: int) -> Preset:
 
 # %% ../nbs/00_core.ipynb #a49ca8f1
 def get_device(device: str | torch.device = 'auto') -> torch.device:
-    "`'auto'` picks CUDA, then MPS, then CPU; anything else is passed to `torch.device`."
-    if str(device) != 'auto': return torch.device(device)
+    "`'auto'` picks CUDA, then MPS, then CPU; anything else goes through `check_device` (a `ConfigError` when this machine lacks it)."
+    if str(device) != 'auto': return check_device(device)
     if torch.cuda.is_available(): return torch.device('cuda')
     if getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available(): return torch.device('mps')
     return torch.device('cpu')
@@ -411,12 +411,13 @@ def is_colab() -> bool:
 
 # %% ../nbs/00_core.ipynb #3da0441e
 def check_device(device: str | torch.device = 'auto') -> torch.device:
-    "`get_device(device)` once this machine is known to have it; a `ConfigError` saying what to use instead when not."
+    "`device` as a `torch.device` once this machine is known to have it ('auto': `get_device`'s pick); a `ConfigError` saying what to use instead when not."
     if str(device) == 'auto': return get_device('auto')
     name = str(device)
     try: d = torch.device(device)
     except (RuntimeError, TypeError, ValueError):
-        raise ConfigError(f"device={name!r} is not a device: use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'.") from None
+        hint = "'cuda' for a GPU (or 'auto')" if name.lower().startswith('gpu') else "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
+        raise ConfigError(f"device={name!r} is not a device: use {hint}.") from None
     if d.type == 'cuda':
         n = torch.cuda.device_count()                # (counts GPUs without initialising CUDA)
         if n == 0:
