@@ -89,10 +89,10 @@ def cmd_sample(args) -> None:
 def cmd_evaluate(args) -> None:
     "Score a run and write run/evaluation.json; then caption following and Stage-II detail (run/quality.json), unless --no-quality."
     evaluate_main(run=args.run, stage=args.stage, samples=args.samples, data=args.data, runs_root=args.runs_root,
-                  device=args.device, classifier=args.classifier, trim_border=not args.no_trim, seed=args.seed)
+                  device=args.device, classifier=args.classifier, trim_border=not args.no_trim, seed=args.seed, progress=not args.quiet)
     if not args.no_quality:
         quality_main(run=args.run, data=args.data, runs_root=args.runs_root, device=args.device, n_captions=args.quality_captions,
-                     seed=args.seed)
+                     seed=args.seed, progress=not args.quiet)
 
 
 def cmd_compare(args) -> None:
@@ -230,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help='skip the quality report (caption colours matched vs shuffled vs real birds, Stage-II detail: run/quality.json)')
     p.add_argument('--quality-captions', type=number_arg(2), default=1000, help='captions per split and stage of the quality report')
     p.add_argument('--seed', type=number_arg(0), default=0, help=SEED_HELP)
+    p.add_argument('-q', '--quiet', action='store_true', help='no progress bars')
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser('compare', help='runs side by side: losses, scores, speed, samples, and a table')

@@ -23,7 +23,7 @@ from .download import REGISTRY
 from .inception import fid_feature_net, imagenet_inception, load_stackgan_inception
 from .metrics import (AttributeClassifier, attribute_accuracy, cached_fid_stats, class_probabilities, device_of, diversity_score,
                                  fid_stats, generated_images, image_batches, inception_score_from_probs, pairwise_diversity, private_rng,
-                                 score_images)
+                                 score_images, with_progress)
 from .runs import Run
 from .scorer import (MIN_SAMPLES, attribute_report, caption_attribute_accuracy, caption_embeddings, caption_labels, center_crop,
                                 is_synthetic, synthetic_scorer)
@@ -132,8 +132,9 @@ SCORE_KEYS = ('is', 'is_std', 'is_trimmed', 'is_trimmed_std', 'fid', 'fid_trimme
 
 def evaluate_stage(G: nn.Module, info: dict, data: Path, samples: int | None = None, classifier='auto', fid_net='auto',
                    trim_border: bool = True, seed: int = 0, batch_size: int = 64, diversity_captions: int = 32,
-                   diversity_n: int = 8, attribute_captions: int | None = 1000, resolved=None, quantize: bool = True) -> dict:
-    "Scores of one generator (`info` from `load_generator`) on the test captions of `data`; `quantize`: its images as 8-bit PNGs (official)."
+                   diversity_n: int = 8, attribute_captions: int | None = 1000, resolved=None, quantize: bool = True,
+                   progress: bool = False) -> dict:
+    "Scores of one generator (`info` from `load_generator`) on the test captions of `data`; `quantize`: its images as 8-bit PNGs (official); `progress`: a bar while it draws them."
     t0, stage = time.time(), info['stage']
     device, size = device_of(G), image_size(stage)
     images, split = real_test_images(data, stage)
@@ -161,7 +162,8 @@ def evaluate_stage(G: nn.Module, info: dict, data: Path, samples: int | None = N
             real_stats = cached_fid_stats(path, real, fnet['net'], fnet['feature'], batch_size=batch_size)
         else: real_stats = fid_stats(real, fnet['net'], fnet['feature'], batch_size=batch_size)
     if clf['classifier'] is not None or fnet['net'] is not None:
-        scores = score_images(generated_images(G, emb, batch_size, seed), clf['classifier'], fnet['net'], real_stats,
+        drawn = with_progress(generated_images(G, emb, batch_size, seed), len(emb), f'Stage-{"I" * stage} samples', progress)
+        scores = score_images(drawn, clf['classifier'], fnet['net'], real_stats,
                               trim_border=trim_border, seed=seed, batch_size=batch_size, quantize=quantize)
         for k in ('is', 'is_trimmed'):
             if k in scores: report[k], report[k + '_std'] = scores[k]
@@ -232,9 +234,9 @@ def _fmt(v, spec='.2f'): return 'n/a' if v is None else format(v, spec)
 
 
 def evaluate_main(run, stage: int | None = None, samples: int | None = None, data=None, runs_root=None, device='auto',
-                  classifier='auto', trim_border: bool = True, seed: int = 0, quantize: bool = True) -> dict:
+                  classifier='auto', trim_border: bool = True, seed: int = 0, quantize: bool = True, progress: bool = True) -> dict:
     "`stackgan evaluate`: evaluate a run, write run/evaluation.json and run/scores.jsonl, print a summary."
-    res = evaluate_run(run, stage, samples, runs_root, data, classifier, device, trim_border, seed, quantize=quantize)
+    res = evaluate_run(run, stage, samples, runs_root, data, classifier, device, trim_border, seed, quantize=quantize, progress=progress)
     for key in ('stage1', 'stage2'):
         if key not in res: continue
         r = res[key]

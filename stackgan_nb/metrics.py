@@ -4,10 +4,10 @@
 
 # %% auto #0
 __all__ = ['to_uint8', 'image_batches', 'device_of', 'evaluating', 'private_rng', 'generated_stages', 'generated_images',
-           'class_probabilities', 'inception_score_from_probs', 'inception_score', 'FIDStats', 'fid_stats', 'fid',
-           'cached_fid_stats', 'border_widths', 'trim_uniform_border', 'score_images', 'pairwise_diversity',
-           'diversity_score', 'AttributeClassifier', 'attribute_accuracy', 'train_attribute_classifier',
-           'save_attribute_classifier', 'load_attribute_classifier']
+           'with_progress', 'class_probabilities', 'inception_score_from_probs', 'inception_score', 'FIDStats',
+           'fid_stats', 'fid', 'cached_fid_stats', 'border_widths', 'trim_uniform_border', 'score_images',
+           'pairwise_diversity', 'diversity_score', 'AttributeClassifier', 'attribute_accuracy',
+           'train_attribute_classifier', 'save_attribute_classifier', 'load_attribute_classifier']
 
 # %% ../nbs/15_metrics.ipynb #91bd7e02
 from contextlib import ExitStack, contextmanager
@@ -75,6 +75,18 @@ def generated_images(G: nn.Module, text_embeddings: torch.Tensor, batch_size: in
     "Yield G's images (B, 3, H, W) for `text_embeddings` (M, text_dim): the final ones, or Stage-I's with `stage1` (`generated_stages`)."
     for s1, img in generated_stages(G, text_embeddings, batch_size, seed):
         yield s1 if stage1 and s1 is not None else img
+
+
+def with_progress(batches, total: int, desc: str, on: bool = True, size=len):
+    "Yield from `batches` with a progress bar of `total` images when `on` (each batch counts `size(batch)` of them)."
+    if not on:
+        yield from batches
+        return
+    from tqdm.auto import tqdm
+    with tqdm(total=total, desc=desc, unit='img', leave=False) as bar:
+        for b in batches:
+            yield b
+            bar.update(size(b))
 
 # %% ../nbs/15_metrics.ipynb #7429fab3
 @torch.no_grad()

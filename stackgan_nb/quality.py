@@ -21,7 +21,7 @@ from torchvision.utils import draw_bounding_boxes, make_grid, save_image
 from .core import check_whole, get_device, json_safe, write_json
 from .data import CUBSplit, load_images, read_cub
 from .evaluate import run_data
-from .metrics import AttributeClassifier, attribute_accuracy, evaluating, generated_stages
+from .metrics import AttributeClassifier, attribute_accuracy, evaluating, generated_stages, with_progress
 from .runs import Run
 from .scorer import attribute_report, caption_labels, center_crop, is_synthetic, pick_captions, synthetic_scorer
 from .synthetic import PARTS
@@ -102,13 +102,14 @@ def _mean(values: list[torch.Tensor]) -> float | None:
 
 @torch.no_grad()
 def stage_quality(G: nn.Module, split: CUBSplit, scorer: AttributeClassifier | None = None, n_captions: int | None = 1000,
-                  detail_images: int = 256, seed: int = 0, batch_size: int = 64) -> dict:
-    "{'following': matched/shuffled scores (with a scorer), 'detail': Stage-II's and upsampled Stage-I's (a Stage-II G)} on `split`."
+                  detail_images: int = 256, seed: int = 0, batch_size: int = 64, progress: bool = False) -> dict:
+    "{'following': matched/shuffled scores (with a scorer), 'detail': Stage-II's and upsampled Stage-I's (a Stage-II G)} on `split`; `progress`: a bar while G draws."
     pairs = _caption_pairs(split, n_captions, seed) if scorer is not None else pick_captions(split, detail_images, seed)
     idx = torch.tensor(pairs)
     emb = torch.as_tensor(split.embeddings[idx[:, 0].numpy(), idx[:, 1].numpy()]).float()   # (M, text_dim)
     small, d2, d1, seen = [], [], [], 0
-    for s1, img in generated_stages(G, emb, batch_size, seed):
+    drawn = with_progress(generated_stages(G, emb, batch_size, seed), len(emb), f'{split.split} captions', progress, lambda b: len(b[1]))
+    for s1, img in drawn:
         if scorer is not None: small.append(to_scorer_size(img))
         if s1 is not None and seen < detail_images:         # a Stage-II generator
             k = min(len(img), detail_images - seen)
@@ -163,6 +164,7 @@ def quality_report(run,                          # run name (under runs_root) or
                    smoke: bool = False,          # a SMOKE run: its report says the numbers mean nothing
                    write: bool = True,           # write run/quality.json
                    scorer_epochs: int = 4,       # training passes of the synthetic scorer (if not cached yet)
+                   progress: bool = False,       # a bar while each stage draws its images
                   ) -> dict:
     "Caption following (matched / shuffled / real) and Stage-II detail of every trained stage of `run`, per split; run/quality.json."
     if n_captions is not None: check_whole('n_captions', n_captions, 2, ' (None: all captions)')
@@ -180,7 +182,8 @@ def quality_report(run,                          # run name (under runs_root) or
         steps = max(steps or 0, info['step'])             # (Stage-II's few fine-tuning steps sit on a trained Stage-I)
         out[f'stage{stage}'] = {'epoch': info['epoch'], 'step': info['step']}
         if scorer is None and stage == 1: continue         # (real CUB: nothing to measure on a 64 px generator)
-        out[f'stage{stage}'].update({k: stage_quality(G, s, scorer, n_captions, detail_images, seed) for k, s in splits.items()})
+        out[f'stage{stage}'].update({k: stage_quality(G, s, scorer, n_captions, detail_images, seed, progress=progress)
+                                     for k, s in splits.items()})
     counts = [r.get('n_captions') for r in out['real'].values() if r.get('n_captions')]
     out['caveat'] = caveat(smoke, steps, min(counts) if counts else None)
     out = json_safe(out)                                   # (what quality.json holds: plain numbers, no inf)
@@ -267,9 +270,10 @@ def quality_columns(q: dict, stage: int, split: str = 'test') -> dict:
             'detail_x_real': d['stage2'] / real_d if d and real_d else None}
 
 # %% ../nbs/35_quality.ipynb #09fd4571
-def quality_main(run, data=None, runs_root=None, device='auto', n_captions: int | None = 1000, seed: int = 0) -> dict:
+def quality_main(run, data=None, runs_root=None, device='auto', n_captions: int | None = 1000, seed: int = 0,
+                 progress: bool = True) -> dict:
     "`stackgan evaluate`'s caption and detail part: write run/quality.json and print its summary."
-    q = quality_report(run, data, n_captions, seed=seed, device=device, runs_root=runs_root)
+    q = quality_report(run, data, n_captions, seed=seed, device=device, runs_root=runs_root, progress=progress)
     print(quality_summary(q))
     print(f'Caption and detail scores written to {Path(q["run"]) / "quality.json"}')
     return q

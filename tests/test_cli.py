@@ -34,10 +34,10 @@ class Result:
         self.returncode, self.stdout, self.stderr, self.max_rss_mb = returncode, stdout, stderr, max_rss_mb
 
 
-def stackgan(*args, timeout=300) -> Result:
-    "Run the console script in a subprocess; also measures its peak memory (max RSS, MB)."
+def stackgan(*args, timeout=300, env=None) -> Result:
+    "Run the console script in a subprocess (in `env`, default this one's); also measures its peak memory (max RSS, MB)."
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        p = subprocess.Popen([str(EXE), *map(str, args)], stdout=out, stderr=err)
+        p = subprocess.Popen([str(EXE), *map(str, args)], stdout=out, stderr=err, env=env)
         deadline = time.monotonic() + timeout
         while True:
             pid, status, usage = os.wait4(p.pid, os.WNOHANG)     # wait4: this child's own peak memory
@@ -223,3 +223,16 @@ def test_cli_calls_the_library_with_keywords():
             if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id in library:
                 positional = [a for a in call.args if not isinstance(a, ast.Starred)]
                 assert len(positional) <= 1, f'{fn.name} passes {len(positional)} positional arguments to {call.func.id}: use keywords'
+
+
+def test_evaluate_shows_progress_unless_quiet(tiny, tmp_path):
+    "`stackgan evaluate` draws its samples (IS/FID, then the quality report's) under progress bars; -q leaves them out."
+    runs = tmp_path / 'runs'
+    shutil.copytree(tiny[1], runs)
+    common = ['evaluate', '--run', 'demo', '--runs-root', runs, '--samples', 64, '--quality-captions', 16, '--device', 'cpu']
+    env = {k: v for k, v in os.environ.items() if k != 'TQDM_DISABLE'}   # (.ci/run turns every bar off)
+    loud, quiet = stackgan(*common, env=env), stackgan(*common, '-q', env=env)
+    assert loud.returncode == 0 and quiet.returncode == 0, loud.stderr[-3000:] + quiet.stderr[-3000:]
+    for bar in ('Stage-I samples', 'Stage-II samples', 'test captions'):
+        assert bar in loud.stderr and bar not in quiet.stderr, (bar, loud.stderr[-2000:])
+    assert quiet.stdout.count('FID') == loud.stdout.count('FID') > 0      # the same report either way
