@@ -383,9 +383,17 @@ class MirroredCheckpoints:
         files = self.list()
         return (files[-1].stat().st_size if files else 0), shutil.disk_usage(self.remote.run).free
 
+    @property
+    def on_drive(self) -> bool: return _inside(self.remote.run, DRIVE_MOUNT)
+
     def plan(self) -> str:
-        "What goes where, what Drive receives per hour (its bin included), the free space there and how long it lasts."
+        "What goes where; on Drive what it receives per hour (its bin included), the free space there and how long it lasts."
         size, free = self._copy_size_and_free()
+        if not self.on_drive:                                # a plain disk frees a replaced copy: the copies take `keep` files
+            return (f'Checkpoints are written first to {self.local.run if self.local else self.root}; the newest is copied to '
+                    f'{self.remote.run} every {self.copy_minutes:g} min and at the end: losing the first folder loses at most '
+                    f'{self.copy_minutes:g} min. The copies take about {_gb(size * self.remote.keep)} (the newest '
+                    f'{self.remote.keep}, {_gb(size)} each); {_gb(free)} free there.')
         per_hour = size * 60 / self.copy_minutes
         hours = free / per_hour if per_hour else float('inf')
         return (f"Checkpoints are written to the VM's disk ({self.local.run if self.local else self.root}); the newest is copied to "
@@ -397,6 +405,11 @@ class MirroredCheckpoints:
     def room_warning(self, seconds_left: float) -> str | None:
         "A warning when the copies of the next `seconds_left` seconds of training would not fit in Drive's free space."
         size, free = self._copy_size_and_free()
+        if not self.on_drive:                                # a plain disk: one more copy than it keeps, while the next is written
+            if (self.remote.keep + 1) * size <= free: return None
+            return (f'{self.remote.run} may fill up: a copy of the newest checkpoint takes {_gb(size)} and {_gb(free)} is free there. '
+                    "Free some space; a copy that does not fit is skipped with a message and training goes on in "
+                    f'{self.local.run if self.local else self.root}.')
         need = (math.ceil(seconds_left / (60 * self.copy_minutes)) + 1) * size   # the copies by time, and the last
         if need <= free: return None
         return (f'Google Drive may fill up: the rest of this run (about {_hours(seconds_left / 3600)}) copies about {_gb(need)} of '
