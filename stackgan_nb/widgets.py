@@ -659,9 +659,9 @@ class ExperimentExplorer:
         return compose_view(self.title(), self.rows, self.zoom)[0]
 
     def save_png(self, path=None) -> Path:
-        "Save the view drawn last as one PNG (default, or `path` a folder: VIEW-TIME.png in `save_dir` or that folder, never over an earlier one); returns its path."
+        "Save the view drawn last as one PNG (default, or `path` a folder -- one that exists, ends with '/' or has no suffix: VIEW-TIME.png in `save_dir` or that folder, never over an earlier one); returns its path."
         if not self.rows: raise ValueError('Nothing drawn yet: press Draw first.')
-        if path is None or Path(path).is_dir():
+        if path is None or Path(path).is_dir() or str(path).endswith(('/', '\\')) or not Path(path).suffix:
             name = f'{self.view.value}-{time.strftime("%Y%m%d-%H%M%S")}.png'
             path = next(p for p in numbered(Path(path or self.save_dir) / name) if not p.exists())
         path = Path(path)
