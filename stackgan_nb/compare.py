@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .core import write_atomic
+from .core import image_size, write_atomic
 from .quality import quality_columns, read_quality
 from .runs import Run
 
@@ -138,6 +138,7 @@ def comparison_figure(summaries: list[dict]):
 # %% ../nbs/34_compare.ipynb #be39dd74
 def compare_runs(runs, runs_root=None, stage: int = 1, out=None):
     "Compare one stage of several runs: (matplotlib Figure, table rows); writes out/stageN.{png,md,csv}."
+    image_size(stage)                                      # 1 or 2
     if isinstance(runs, (str, Path)): runs = [runs]
     if not runs: raise ValueError('No runs to compare: name at least one run (e.g. stackgan compare bn-adam no-bn-rmsprop).')
     summaries = [run_summary(r, runs_root, stage) for r in runs]

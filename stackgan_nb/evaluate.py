@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .core import get_device, image_size, json_safe, load_size
+from .core import check_whole, get_device, image_size, json_safe, load_size
 from .data import load_images, read_cub, source_fingerprint
 from .download import REGISTRY
 from .inception import fid_feature_net, imagenet_inception, load_stackgan_inception
@@ -213,6 +213,9 @@ def evaluate_run(run,                          # run name (under runs_root) or r
                  **kwargs,                     # more options of evaluate_stage (quantize, batch_size, diversity_captions, ...)
                 ) -> dict:
     "Evaluate the newest checkpoint of each (or one) stage of `run`; returns {'run', 'stage1': report, 'stage2': report}."
+    if samples is not None:
+        check_whole('samples', samples, 64, ' (the Inception Score counts whole batches of 64, so at least 64; None: one per test caption)')
+    check_whole('seed', seed, 0)
     run = Run.find(run, runs_root)
     stages = [stage] if stage is not None else run.trained_stages()   # (0 or '1': refused by load_generator)
     if not stages: raise FileNotFoundError(f'Run {run.name} has no checkpoint to evaluate in {run.path}: train it first.')

@@ -168,6 +168,7 @@ def quality_report(run,                          # run name (under runs_root) or
                   ) -> dict:
     "Caption following (matched / shuffled / real) and Stage-II detail of every trained stage of `run`, per split; run/quality.json."
     if n_captions is not None: check_whole('n_captions', n_captions, 2, ' (None: all captions)')
+    check_whole('detail_images', detail_images, 0, ' (0: no detail measure)'), check_whole('seed', seed, 0)
     run = Run.find(run, runs_root)
     stages = run.trained_stages()
     if not stages: raise FileNotFoundError(f'Run {run.name} has no checkpoint in {run.path}: train it first.')

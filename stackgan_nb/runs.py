@@ -25,7 +25,7 @@ from typing import NamedTuple
 import torch
 
 from .checkpoint import DAMAGED, CheckpointManager, check_finite, read_header
-from .core import (ModelConfig, check_run_name, config_from_dict, get_device, image_size, is_colab, prefers_channels_last,
+from .core import (ModelConfig, check_run_name, check_whole, config_from_dict, get_device, image_size, is_colab, prefers_channels_last,
                               write_atomic, write_json)
 from .models import Stage1Generator, Stage2Generator
 
@@ -610,7 +610,7 @@ class Run:
     def load_generator(self, stage: int | None = None, device='cpu', epoch: int | None = None):
         "(G in eval mode, info) from the newest checkpoint of `stage` (1 or 2; None: the highest trained stage), or its snapshot of `epoch`."
         if stage is not None: image_size(stage)             # 1 or 2 (not '1', nor 0 for 'the highest')
-        if epoch is not None: return self._load_snapshot(stage, epoch, device)
+        if epoch is not None: return self._load_snapshot(stage, check_whole('epoch', epoch, 0, ' (None: the newest checkpoint)'), device)
         for s in ([stage] if stage else [2, 1]):
             latest = self.stage(s).latest()
             if latest is not None: break

@@ -382,6 +382,7 @@ def check_alignment(root,                       # a CUB-layout dataset folder
 def sample_main(run, caption: str, n: int = 8, seed: int = 0, out=None, runs_root=None, stage: int | None = None,
                 no_ca: bool = False, device='auto', encoder=None) -> dict:
     "`stackgan sample`: draw `n` samples of `caption` from `run` and write them as PNG files in `out` (default: samples/`caption_folder(caption)`), a chunk at a time; returns what sample.json says."
+    no_ca = _flag('no_ca', no_ca)
     sampler = Sampler(run, runs_root=runs_root, device=device, stage=stage, encoder=encoder)
     if out is None:
         out = free_folder(Path('samples') / caption_folder(caption), _request(caption, seed, not no_ca, None, sampler.info))

@@ -25,7 +25,7 @@ from IPython.display import display
 from PIL import Image, ImageDraw, ImageFont
 
 from .callbacks import Snapshots
-from .core import as_list, get_device, numbered, write_atomic
+from .core import as_list, check_whole, get_device, numbered, write_atomic
 from .metrics import device_of
 from .quality import same_square
 from .runs import Run, list_runs, runs_root
@@ -73,6 +73,7 @@ class CaptionWidget:
                  zoom: int | None = None,    # Stage-I shown this many times enlarged; None: at Stage-II's size (2x without Stage-II)
                  notices=(),                 # (level, text) notices always shown above the messages (e.g. from `run_or_demo`)
                  **sampler_kwargs):          # runs_root, device, stage, encoder: for loading a run
+        zoom = None if zoom is None else check_whole('zoom', zoom, 1, ' (None: Stage-I at Stage-II\'s size)')
         self.zoom, self.result, self.messages, self.sample_views, self.notices = zoom, None, [], [], list(notices)
         self.zoom_views = []                                   # per sample: (Stage-I square, Stage-II square) Images, or None
         self.sampler, load_error = sampler, None
@@ -393,6 +394,7 @@ class ExperimentExplorer:
                  encoder=None,               # a text encoder for runs that store none (official CUB embeddings: char-CNN-RNN)
                  load_timeout: float = 120,  # seconds to wait for generators to load before drawing the rows that are ready
                  save_dir=None):             # where `save_png` writes; None: `views` beside the runs folder
+        zoom = None if zoom is None else check_whole('zoom', zoom, 1, ' (None: Stage-I at Stage-II\'s size)')
         self.root, self.device, self.stage_choice, self.zoom = _root(runs_root), get_device(device), stage, zoom
         self.encoder, self.load_timeout, self.rows, self.row_views, self.messages = encoder, load_timeout, [], [], []
         self.zoom_views = []                                   # per row, per column: (Stage-I square, Stage-II square) Images, or None
