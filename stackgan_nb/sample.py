@@ -27,6 +27,7 @@ from .char_cnn_rnn import AlignmentReport, CharCNNRNNEncoder, alignment_report
 from .core import check_whole, derive_seed, get_device, numbered, write_atomic
 from .data import read_cub
 from .metrics import device_of, private_rng
+from .checkpoint import DAMAGED
 from .runs import Run, load_generator
 from .text import TextEncoder, check_caption, text_encoder_from_spec
 
@@ -254,7 +255,10 @@ class Sampler:
         self.device, self.z_dim = device_of(self.G), self.G.z_dim
         self.encoder, self.notes = resolve_encoder(encoder, self.info)
         if self.stage == 1:
+            damaged = Run(self.info['run']).stage(2).path / DAMAGED
             why = ('you asked for stage=1' if stage == 1 and Run(self.info['run']).stage(2).exists() else
+                   f'no Stage-II checkpoint of run {self.run} could be read: the unusable ones were moved to {damaged} (a copy '
+                   'from elsewhere, e.g. Google Drive, can go back into its stage2 folder)' if damaged.is_dir() and any(damaged.iterdir()) else
                    f'run {self.run} has no Stage-II checkpoint yet; train it with `stackgan train --stage 2 --run {self.run} ...`')
             self.notes.append(f'Stage-I images only (64x64): {why}.')
 
