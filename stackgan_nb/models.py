@@ -55,6 +55,8 @@ class ResBlock(nn.Module):
 # %% ../nbs/01_models.ipynb #6592fbf8
 class CANet(nn.Module):
     "Conditioning Augmentation: phi_t -> (c_hat, mu, logvar), c_hat = mu + exp(logvar / 2) * eps."
+    eps = None                                             # (B, c_dim) set by a sampler: this eps for the next batches, not fresh noise
+
     def __init__(self, text_dim=1024, condition_dim=128, act='relu'):
         super().__init__()
         self.c_dim = condition_dim
@@ -65,7 +67,7 @@ class CANet(nn.Module):
         x = self.relu(self.fc(text_embedding))             # (B, 2 * c_dim)
         mu, logvar = x[:, :self.c_dim], x[:, self.c_dim:]  # (B, c_dim) each
         if not sample: return mu, mu, logvar
-        eps = torch.randn_like(mu)
+        eps = torch.randn_like(mu) if self.eps is None else self.eps.to(mu)   # (B, c_dim)
         return mu + eps * torch.exp(0.5 * logvar), mu, logvar
 
 # %% ../nbs/01_models.ipynb #f8babb51

@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['CHAR_CNN_RNN_FILE', 'SAMPLE_CHUNK', 'GRID_SAMPLES', 'SAMPLE_FILE', 'REQUEST_KEYS', 'SYNTHETIC_EXAMPLES',
-           'CUB_EXAMPLES', 'as_encoder', 'resolve_encoder', 'SampleResult', 'noise_for', 'to_pil', 'png_bytes',
-           'image_grid', 'NotEnoughSpace', 'png_name', 'caption_folder', 'free_folder', 'write_samples', 'save_pngs',
-           'slerp', 'Sampler', 'default_examples', 'examples_from_data', 'check_alignment', 'sample_main']
+           'CUB_EXAMPLES', 'as_encoder', 'resolve_encoder', 'SampleResult', 'normal_rows', 'noise_for', 'to_pil',
+           'png_bytes', 'image_grid', 'NotEnoughSpace', 'png_name', 'caption_folder', 'free_folder', 'write_samples',
+           'save_pngs', 'slerp', 'Sampler', 'default_examples', 'examples_from_data', 'check_alignment', 'sample_main']
 
 # %% ../nbs/30_sample.ipynb #ac301898
 import itertools
@@ -27,6 +27,7 @@ from .char_cnn_rnn import AlignmentReport, CharCNNRNNEncoder, alignment_report
 from .core import check_whole, derive_seed, get_device, numbered, write_atomic
 from .data import read_cub
 from .metrics import device_of, private_rng
+from .models import CANet
 from .checkpoint import DAMAGED
 from .runs import Run, load_generator
 from .text import TextEncoder, check_caption, text_encoder_from_spec
@@ -88,9 +89,15 @@ SAMPLE_CHUNK = 64   # samples drawn (and written) together: a request of any siz
 
 
 
+def normal_rows(seed: int, n: int, dim: int) -> torch.Tensor:
+    "(n, dim) standard normal values of `seed` on the CPU, row i the same whatever `n` (torch fills a tensor whose size is not a multiple of 16 differently at its end, so whole blocks of 16 are drawn)."
+    count = max(16, -(-n * dim // 16) * 16)
+    return torch.randn(count, generator=torch.Generator().manual_seed(seed))[:n * dim].view(n, dim)
+
+
 def noise_for(seed: int, n: int, z_dim: int, chunk: int = 0) -> torch.Tensor:
-    "The noise z (n, z_dim) of `seed` (of its chunk `chunk`), on the CPU, independent of the global RNG and the device."
-    return torch.randn(n, z_dim, generator=torch.Generator().manual_seed(derive_seed(seed, 'z', chunk)))
+    "The noise z (n, z_dim) of `seed` (of its chunk `chunk`), on the CPU, independent of the global RNG and the device; row i does not depend on `n`."
+    return normal_rows(derive_seed(seed, 'z', chunk), n, z_dim)
 
 # %% ../nbs/30_sample.ipynb #eec8f018
 def to_pil(image: torch.Tensor) -> Image.Image:
@@ -275,15 +282,20 @@ class Sampler:
     @torch.no_grad()
     def draw(self, emb: torch.Tensor, noise: torch.Tensor, use_ca: bool, seed: int, same_eps: bool = False, chunk: int = 0):
         "(Stage-I images, Stage-II images or None) on the CPU for embeddings (B, text_dim) and noise (B, z_dim)."
-        same_eps = same_eps and use_ca                     # one CA draw for all rows = each row alone under one seed
-        parts = [(e[None], z[None]) for e, z in zip(emb, noise)] if same_eps else \
-                list(zip(emb.split(self.batch_size), noise.split(self.batch_size)))
+        nets = [m for m in self.G.modules() if isinstance(m, CANet)]   # Stage-I's CA first (inside Stage-II)
+        rows = 1 if same_eps else len(emb)                 # same_eps: one CA draw for all rows
+        seeds = [derive_seed(seed, 'ca', chunk)] + [derive_seed(seed, 'ca', chunk, k) for k in range(1, len(nets))]
+        eps = [normal_rows(s, rows, net.c_dim).expand(len(emb), -1) for s, net in zip(seeds, nets)]   # (B, c_dim) each
         outs = []
         with private_rng(derive_seed(seed, 'ca', chunk)):
-            for e, z in parts:
-                if same_eps: torch.manual_seed(derive_seed(seed, 'ca', chunk))
-                s1, img, _, _ = self.G(e.to(self.device), z.to(self.device), sample=use_ca)
-                outs.append((img, None) if s1 is None else (s1, img))
+            try:
+                for start in range(0, len(emb), self.batch_size):   # each sample's noise and eps whatever the batch
+                    at = slice(start, start + self.batch_size)
+                    for net, e in zip(nets, eps): net.eps = e[at]
+                    s1, img, _, _ = self.G(emb[at].to(self.device), noise[at].to(self.device), sample=use_ca)
+                    outs.append((img, None) if s1 is None else (s1, img))
+            finally:
+                for net in nets: net.eps = None
         stage1 = torch.cat([o[0] for o in outs]).float().cpu()                                  # (B, 3, 64, 64)
         stage2 = None if outs[0][1] is None else torch.cat([o[1] for o in outs]).float().cpu()  # (B, 3, 256, 256)
         return stage1, stage2
