@@ -6,8 +6,9 @@
 __all__ = ['SAFE_PICKLE_GLOBALS', 'SPLITS', 'EXPECTED_COUNTS', 'FIX', 'CACHE_FORMAT', 'PREPROCESSING', 'DataError',
            'UnsafePickleError', 'RestrictedUnpickler', 'load_pickle', 'check_filenames', 'check_embeddings',
            'check_class_ids', 'box_problem', 'CUBSplit', 'read_cub', 'crop_box', 'to_rgb', 'load_rgb', 'crop_resize',
-           'load_crop', 'source_fingerprint', 'cache_paths', 'build_cache', 'load_images', 'verify_cache',
-           'random_crop_flip', 'Batch', 'EpochSource', 'Batcher', 'OfficialCUBDataset', 'OfficialLoader']
+           'load_crop', 'data_cache_dir', 'source_fingerprint', 'cache_paths', 'build_cache', 'load_images',
+           'verify_cache', 'random_crop_flip', 'Batch', 'EpochSource', 'Batcher', 'OfficialCUBDataset',
+           'OfficialLoader']
 
 # %% ../nbs/12_data.ipynb #73dbb0f7
 import hashlib
@@ -307,6 +308,15 @@ def load_crop(split: CUBSplit, i: int) -> Image.Image:
     return img.crop(crop_box(split.bboxes[i], *img.size))
 
 # %% ../nbs/12_data.ipynb #283bef9c
+def data_cache_dir(root) -> Path:
+    "Where the caches of the data folder `root` go: `root/cache`, or, when `root` cannot be written (a read-only dataset), a folder named after it in this machine's user cache ($XDG_CACHE_HOME or ~/.cache, then stackgan_nb/)."
+    root = Path(root).expanduser()
+    own = root / 'cache'
+    if os.access(own if own.exists() else root, os.W_OK): return own
+    key = hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:12]
+    return Path(os.environ.get('XDG_CACHE_HOME') or Path.home() / '.cache') / 'stackgan_nb' / f'{root.name}-{key}'
+
+
 CACHE_FORMAT = 1
 PREPROCESSING = 'bbox-0.75/bilinear/rgb8-scaled'   # changes when the pixels of any image could change
 
@@ -361,7 +371,7 @@ def _file_sha256(path) -> str:
 def build_cache(split: CUBSplit, cache_dir=None, sizes=(76, 304), progress: bool = True, copy_dir=None,
                 workers: int | None = None) -> dict:
     "Preprocess `split` once into uint8 arrays per size (idempotent; rebuilds stale or partial ones). Returns {size: manifest}."
-    cache_dir = Path(cache_dir) if cache_dir is not None else split.root / 'cache'
+    cache_dir = Path(cache_dir) if cache_dir is not None else data_cache_dir(split.root)
     cache_dir.mkdir(parents=True, exist_ok=True)
     for folder in (cache_dir, copy_dir):            # leftovers of builds killed mid-way (GBs at 304 px)
         if folder is not None: remove_dead_temps(folder)
@@ -415,7 +425,7 @@ def _build(split, cache_dir, sizes, fingerprint, progress, workers) -> dict:
 
 def load_images(split: CUBSplit, size: int, cache_dir=None, build: bool = True, progress: bool = True) -> np.ndarray:
     "The cached `(N, 3, size, size)` uint8 images of `split`, memory-mapped (built first if needed and `build`)."
-    cache_dir = Path(cache_dir) if cache_dir is not None else split.root / 'cache'
+    cache_dir = Path(cache_dir) if cache_dir is not None else data_cache_dir(split.root)
     if not _manifest_if_valid(cache_dir, split, size, source_fingerprint(split)):
         if not build: raise DataError(f'No valid {size}px cache of {split.split} in {cache_dir}: run build_cache first.')
         build_cache(split, cache_dir, sizes=(size,), progress=progress)
@@ -424,7 +434,7 @@ def load_images(split: CUBSplit, size: int, cache_dir=None, build: bool = True, 
 
 def verify_cache(split: CUBSplit, size: int, cache_dir=None) -> bool:
     "Full check of one cached array against its manifest's SHA-256 (reads the whole file)."
-    cache_dir = Path(cache_dir) if cache_dir is not None else split.root / 'cache'
+    cache_dir = Path(cache_dir) if cache_dir is not None else data_cache_dir(split.root)
     m = _manifest_if_valid(cache_dir, split, size, source_fingerprint(split))
     return bool(m) and _file_sha256(cache_paths(cache_dir, split.split, size)[0]) == m['sha256']
 

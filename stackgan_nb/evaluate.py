@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .core import check_whole, get_device, image_size, json_safe, load_size
-from .data import load_images, read_cub, source_fingerprint
+from .data import data_cache_dir, load_images, read_cub, source_fingerprint
 from .download import REGISTRY
 from .inception import fid_feature_net, imagenet_inception, load_stackgan_inception
 from .metrics import (AttributeClassifier, attribute_accuracy, cached_fid_stats, class_probabilities, device_of, diversity_score,
@@ -99,7 +99,7 @@ def _module_hash(module: nn.Module) -> str:
 def real_test_images(data, stage: int, cache_dir=None):
     "The test split's real images for `stage` as a uint8 array (N, 3, S, S) of the bounding-box crops (S = `load_size(stage)`), and the split."
     split = read_cub(data, 'test')
-    return load_images(split, load_size(stage), cache_dir or Path(data) / 'cache'), split
+    return load_images(split, load_size(stage), cache_dir or data_cache_dir(data)), split
 
 
 def _real_batches(images, size: int, batch_size: int = 64):
@@ -158,7 +158,7 @@ def evaluate_stage(G: nn.Module, info: dict, data: Path, samples: int | None = N
     if fnet['net'] is not None:
         real = _real_batches(images, size, batch_size)
         if fnet['cache']:
-            path = Path(data) / 'cache' / f'fid_test_{size}_{fnet["feature"]}_{source_fingerprint(split)[:12]}.npz'
+            path = data_cache_dir(data) / f'fid_test_{size}_{fnet["feature"]}_{source_fingerprint(split)[:12]}.npz'
             real_stats = cached_fid_stats(path, real, fnet['net'], fnet['feature'], batch_size=batch_size)
         else: real_stats = fid_stats(real, fnet['net'], fnet['feature'], batch_size=batch_size)
     if clf['classifier'] is not None or fnet['net'] is not None:
@@ -280,8 +280,8 @@ class EvaluateEvery:
         split = read_cub(self.data, 'test')
         if self.real_stats is None:
             feature = f'synthetic-scorer-{_module_hash(scorer)}'
-            images = load_images(split, load_size(1), self.data / 'cache')
-            path = self.data / 'cache' / f'fid_test_64_{feature}_{source_fingerprint(split)[:12]}.npz'
+            images = load_images(split, load_size(1), data_cache_dir(self.data))
+            path = data_cache_dir(self.data) / f'fid_test_64_{feature}_{source_fingerprint(split)[:12]}.npz'
             self.real_stats = cached_fid_stats(path, _real_batches(images, 64), scorer.feature_net(), feature)
         emb, pairs = caption_embeddings(split, self.samples, self.seed)
         fake = torch.cat([F.interpolate(x.float(), size=(64, 64), mode='bilinear', align_corners=False, antialias=True).cpu()

@@ -19,7 +19,7 @@ from torch import nn
 from torchvision.utils import draw_bounding_boxes, make_grid, save_image
 
 from .core import check_whole, get_device, json_safe, write_json
-from .data import CUBSplit, load_images, read_cub
+from .data import CUBSplit, data_cache_dir, load_images, read_cub
 from .evaluate import run_data
 from .metrics import AttributeClassifier, attribute_accuracy, evaluating, generated_stages, with_progress
 from .runs import Run
@@ -125,7 +125,7 @@ def stage_quality(G: nn.Module, split: CUBSplit, scorer: AttributeClassifier | N
 def real_quality(split: CUBSplit, scorer: AttributeClassifier | None = None, n_captions: int | None = 1000,
                  detail_images: int = 256, seed: int = 0, cache_dir=None, size: int = 256) -> dict:
     "The real birds of `split` measured like `stage_quality`: their own captions' scores (the ceiling) and their detail at `size` px (if `detail_images`)."
-    cache_dir = Path(cache_dir) if cache_dir is not None else split.root / 'cache'
+    cache_dir = Path(cache_dir) if cache_dir is not None else data_cache_dir(split.root)
     out = {}
     if scorer is not None:
         pairs = _caption_pairs(split, n_captions, seed)

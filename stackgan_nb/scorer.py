@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .core import get_device, json_safe, load_size, write_json
-from .data import CUBSplit, load_images, read_cub
+from .data import CUBSplit, data_cache_dir, load_images, read_cub
 from .metrics import (AttributeClassifier, attribute_accuracy, generated_images, load_attribute_classifier, private_rng,
                                  save_attribute_classifier, train_attribute_classifier)
 from .synthetic import PALETTE, PARTS, SIZES, caption_attributes, synthetic_attributes
@@ -100,7 +100,7 @@ def synthetic_scorer(data_root,                 # a synthetic CUB (make_syntheti
                     seed=seed)
     key = json.dumps({'version': SCORER_VERSION, 'world': _world_params(root), 'settings': settings}, sort_keys=True)
     fingerprint = hashlib.sha256(key.encode()).hexdigest()[:12]
-    cache_dir = Path(cache_dir) if cache_dir is not None else root / 'cache'
+    cache_dir = Path(cache_dir) if cache_dir is not None else data_cache_dir(root)
     pt, meta = cache_dir / 'synthetic_scorer.pt', cache_dir / 'synthetic_scorer.json'
     device = get_device(device)
     if cache and pt.exists() and meta.exists():

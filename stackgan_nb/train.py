@@ -28,7 +28,7 @@ from .checkpoint import CheckpointWriteError, check_finite, require_keys, rng_st
 from .core import (PRESETS, ModelConfig, Preset, TrainConfig, _Checked, as_list, check_whole, choice, config_dict,
                               config_from_dict, derive_seed, get_device, image_size, load_size, number, override,
                               prefers_channels_last, seed_everything, stage_preset)
-from .data import Batcher, OfficialLoader, load_images, read_cub
+from .data import Batcher, OfficialLoader, data_cache_dir, load_images, read_cub
 from .distributed import all_gather_object, barrier, init_distributed, wrap_ddp
 from .losses import OFFICIAL_BCE, REPAINT_STAGE
 from .models import CheckpointMismatch, build_models
@@ -287,7 +287,7 @@ def batch_source(split, data, stage: int, tcfg: TrainConfig, cfg: 'RunConfig', s
     first = [int(np.flatnonzero(split.class_ids == c)[0]) for c in np.unique(split.class_ids)[:cfg.n_samples]]
     some = first[:8] if len(first) > 1 else list(range(min(8, len(split))))
     if speed.data == 'batcher':
-        cache = cache_dir or Path(data) / 'cache'
+        cache = cache_dir or data_cache_dir(data)
         if dist.is_main: load_images(split, load_size(stage), cache, progress=cfg.progress)   # rank 0 builds the cache ...
         barrier(dist)                                                                       # ... before the others read it
         images = load_images(split, load_size(stage), cache, progress=cfg.progress)

@@ -1,4 +1,5 @@
 """Fixtures shared by the tests that need a real, small file system."""
+import contextlib
 import os
 import subprocess
 import uuid
@@ -26,3 +27,22 @@ def fill(disk: Path, leave: int = 64 * 1024) -> Path:
     st = os.statvfs(disk)
     with open(filler, 'wb') as f: f.write(b'\0' * max(0, st.f_bavail * st.f_frsize - leave))
     return filler
+
+
+@contextlib.contextmanager
+def read_only(folder: Path):
+    "Make `folder` read-only for real: chmod for a user; for root (whom permissions do not stop) a read-only bind mount."
+    if os.geteuid() != 0:
+        modes = {p: p.stat().st_mode for p in [folder, *folder.rglob('*')]}
+        for p in modes: p.chmod(modes[p] & ~0o222)
+        try: yield folder
+        finally:
+            for p, mode in modes.items(): p.chmod(mode)
+        return
+    if subprocess.run(['mount', '--bind', folder, folder], capture_output=True).returncode != 0:
+        pytest.skip('root without permission to mount: cannot make a folder read-only here')
+    try:
+        subprocess.run(['mount', '-o', 'remount,bind,ro', folder], check=True, capture_output=True)
+        with pytest.raises(OSError): (folder / 'probe').write_text('x')           # the condition is real
+        yield folder
+    finally: subprocess.run(['umount', folder], check=True)

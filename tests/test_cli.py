@@ -25,6 +25,8 @@ from stackgan_nb.callbacks import CancelEpoch   # (control flow inside the train
 from stackgan_nb import cli
 from stackgan_nb.testing import make_tiny_runs
 
+from conftest import read_only
+
 EXE = Path(sys.executable).parent / 'stackgan'
 CAPTION = 'a small bird with a red crown, a yellow breast and blue wings'
 
@@ -134,25 +136,6 @@ def test_every_package_error_is_a_user_error():
                 found.append(cls)
                 assert issubclass(cls, cli.PACKAGE_ERRORS), f'{mod.__name__}.{name} is missing from cli.PACKAGE_ERRORS'
     assert len(found) >= 12
-
-
-@contextlib.contextmanager
-def read_only(folder: Path):
-    "Make `folder` read-only for real: chmod for a user; for root (whom permissions do not stop) a read-only bind mount."
-    if os.geteuid() != 0:
-        modes = {p: p.stat().st_mode for p in [folder, *folder.rglob('*')]}
-        for p in modes: p.chmod(modes[p] & ~0o222)
-        try: yield folder
-        finally:
-            for p, mode in modes.items(): p.chmod(mode)
-        return
-    if subprocess.run(['mount', '--bind', folder, folder], capture_output=True).returncode != 0:
-        pytest.skip('root without permission to mount: cannot make a folder read-only here')
-    try:
-        subprocess.run(['mount', '-o', 'remount,bind,ro', folder], check=True, capture_output=True)
-        with pytest.raises(OSError): (folder / 'probe').write_text('x')           # the condition is real
-        yield folder
-    finally: subprocess.run(['umount', folder], check=True)
 
 
 @contextlib.contextmanager
