@@ -580,6 +580,7 @@ class Run:
     def find(cls, run, root=None) -> 'Run':
         "An existing run: a run folder, a `Run`, or a run name under `root`; `FileNotFoundError` when it has no stage yet."
         if isinstance(run, Run): return run
+        if not isinstance(run, (str, Path)): raise TypeError(f'run={run!r}: pass a run name (e.g. "quickstart") or a run folder.')
         p, has_stage = Path(run).expanduser(), lambda f: any((f / f'stage{s}').is_dir() for s in (1, 2))
         places = [p]
         if isinstance(run, str) and len(p.parts) == 1 and run not in ('.', '..'):   # a name: the runs folder's run first

@@ -399,6 +399,7 @@ def sample_main(run, caption: str, n: int = 8, seed: int = 0, out=None, runs_roo
                 no_ca: bool = False, device='auto', encoder=None) -> dict:
     "`stackgan sample`: draw `n` samples of `caption` from `run` and write them as PNG files in `out` (default: samples/`caption_folder(caption)`), a chunk at a time; returns what sample.json says."
     no_ca = _flag('no_ca', no_ca)
+    if not isinstance(caption, str): raise TypeError(f'caption={caption!r}: pass the caption as text, e.g. "a small red bird".')
     sampler = Sampler(run, runs_root=runs_root, device=device, stage=stage, encoder=encoder)
     if out is None:
         out = free_folder(Path('samples') / caption_folder(caption), _request(caption, seed, not no_ca, None, sampler.info))

@@ -326,6 +326,12 @@ class Trainer:
     def __init__(self, data, stage: int = 1, preset='stackgan', run: str = 'stackgan', overrides=(), runs_root=None,
                  device='auto', config: 'RunConfig' = None, force: bool = False, cache_dir=None, max_steps=None, callbacks=()):
         config, overrides = config or RunConfig(), as_list(overrides)          # (one 'section.field=value' is a list of one)
+        if isinstance(config, dict): config = RunConfig(**config)
+        if not isinstance(config, RunConfig): raise TypeError(f'config={config!r}: pass a RunConfig (or a dict of its fields).')
+        if isinstance(run, Path):                                # a run folder: its parent is the runs folder
+            if runs_root is not None and Path(runs_root).expanduser().resolve() != run.expanduser().resolve().parent:
+                raise ValueError(f'run={str(run)!r} is a folder outside runs_root={str(runs_root)!r}: pass a run name, or the folder alone.')
+            run, runs_root = run.name, run.expanduser().parent
         if max_steps is not None: check_whole('max_steps', max_steps, 1, ' (None: train to the epochs)')
         self.stage, self.cfg, self.data, self.started, self.batch = stage, config, Path(data), False, None
         self.dist, self.device = init_distributed(get_device(device))   # torchrun: this rank's GPU (or CPU with gloo)
