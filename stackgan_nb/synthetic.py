@@ -17,6 +17,7 @@ import shutil
 import struct
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -217,8 +218,11 @@ def make_synthetic_cub(root, n_species: int = 40, images_per_species: int = 30, 
                   test_fraction=test_fraction, split_by=split_by, embedding_dim=embedding_dim, encoder_seed=encoder_seed,
                   grayscale_every=grayscale_every, jpeg_quality=jpeg_quality, version=SYNTHETIC_VERSION)
     manifest = root / 'birds' / 'synthetic.json'
+    replaced = None
     if manifest.exists():
-        if json.loads(manifest.read_text()).get('params') == params: return root
+        old = json.loads(manifest.read_text()).get('params') or {}
+        if old == params: return root
+        replaced = ', '.join(f'{k} {old.get(k)!r} -> {v!r}' for k, v in params.items() if old.get(k) != v)
     elif (root / 'CUB_200_2011').exists() or (root / 'birds').exists():
         raise FileExistsError(f'{root} already holds CUB_200_2011/ or birds/ that make_synthetic_cub did not write '
                               '(real data?): choose another folder for the synthetic dataset.')
@@ -234,6 +238,9 @@ def make_synthetic_cub(root, n_species: int = 40, images_per_species: int = 30, 
         (root / 'birds' / 'synthetic.json').write_text(json.dumps({'params': params, **info, 'seconds': round(time.time() - t0, 2)}, indent=1))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    if replaced:
+        warnings.warn(f'{root} held a synthetic CUB of other parameters ({replaced}); it was replaced. Runs trained on it '
+                      'now see other birds: give a new world its own folder.', stacklevel=2)
     return root
 
 
