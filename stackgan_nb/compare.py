@@ -139,11 +139,12 @@ def comparison_figure(summaries: list[dict]):
 def compare_runs(runs, runs_root=None, stage: int = 1, out=None):
     "Compare one stage of several runs: (matplotlib Figure, table rows); writes out/stageN.{png,md,csv}."
     image_size(stage)                                      # 1 or 2
+    out = Path(out if out is not None else 'comparison').expanduser()
+    if out.exists() and not out.is_dir(): raise FileExistsError(f'{out} is a file, not a folder: pass a folder for the comparison (--out DIR; out=...).')
     if isinstance(runs, (str, Path)): runs = [runs]
     if not runs: raise ValueError('No runs to compare: name at least one run (e.g. stackgan compare bn-adam no-bn-rmsprop).')
     summaries = [run_summary(r, runs_root, stage) for r in runs]
     fig, rows = comparison_figure(summaries), [table_row(s) for s in summaries]
-    out = Path(out if out is not None else 'comparison').expanduser()
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / f'stage{stage}.png', lambda f: fig.savefig(f, format='png', dpi=90))
     write_atomic(out / f'stage{stage}.md', lambda f: f.write(markdown_table(rows).encode()))

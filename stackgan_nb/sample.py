@@ -190,6 +190,7 @@ def write_samples(results,                  # `SampleResult`s of one request, in
                  ) -> dict:
     "Write each result's PNGs as it comes, then grid.png (the first `GRID_SAMPLES` samples) and sample.json; returns sample.json's content. Samples of the same request already in `out_dir` (`REQUEST_KEYS`: running a cell again) are replaced, none of their files left; other samples are refused."
     out, results = Path(out_dir).expanduser(), iter(results)
+    if out.exists() and not out.is_dir(): raise FileExistsError(f'{out} is a file, not a folder: write the samples into a folder (--out DIR; out=...).')
     first, earlier = next(results, None), _earlier_samples(out)
     if first is not None and earlier and not _same_request(earlier, _request(first.caption, first.seed, first.use_ca, first.labels, info)):   # before anything is written
         said = ', '.join(f'{k} {earlier.get(k)!r}' for k in ('caption', 'seed', 'use_ca') if k in earlier)
