@@ -596,7 +596,8 @@ class ExperimentExplorer:
         empty = [c for c in [self.caption] + ([self.caption_b] if self.view.value == 'captions' else []) if not c.value.strip()]
         self._show_rows([] if empty else rows)                  # (no stale images under a new caption)
         if empty: return [('error', 'The caption is empty: type a sentence describing a bird.')]
-        if not rows: return [('warning', 'Pick one or more runs above.' if self.view.value != 'epochs' else 'This run kept no epochs yet.')]
+        if not rows: return [('warning', 'Pick one or more runs above.' if self.view.value != 'epochs' else
+                              'This run has no finished epoch to show yet (the Runs view draws its newest checkpoint).')]
         futures = {self._future(r): i for i, r in enumerate(rows) if r.error is None}
         pending, encoders, messages = set(futures), {}, []
         deadline = time.monotonic() + self.load_timeout

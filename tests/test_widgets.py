@@ -341,3 +341,15 @@ def test_explorer_loads_on_the_device_it_was_given(three):
     (key, future), = ex._loads.items()
     assert future.result().device == torch.device('cpu') and ex.rows[0].result is not None
     ex.close()
+
+
+def test_a_run_without_a_finished_epoch_in_the_epochs_view(tiny):
+    "`demo` has a checkpoint but no logged epoch: the Epochs view says so and points to the Runs view, which draws it."
+    ex = ExperimentExplorer(['demo'], runs_root=tiny[1], n=1)
+    ex.view.value = 'epochs'
+    ex.draw()
+    assert ex.rows == [] and 'no finished epoch to show yet (the Runs view draws its newest checkpoint)' in ex.messages[0][1], ex.messages
+    ex.view.value = 'runs'
+    ex.draw()
+    assert len(ex.rows) == 1 and ex.rows[0].error is None
+    ex.close()
