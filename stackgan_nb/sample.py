@@ -24,11 +24,11 @@ from PIL import Image
 from torchvision.utils import make_grid
 
 from .char_cnn_rnn import AlignmentReport, CharCNNRNNEncoder, alignment_report
+from .checkpoint import DAMAGED
 from .core import check_whole, derive_seed, get_device, numbered, write_atomic
 from .data import read_cub
 from .metrics import device_of, private_rng
 from .models import CANet
-from .checkpoint import DAMAGED
 from .runs import Run, load_generator
 from .text import TextEncoder, check_caption, text_encoder_from_spec
 
