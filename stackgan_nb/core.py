@@ -112,7 +112,8 @@ LOAD_SIZES = {1: 76, 2: 304}     # the size the crops are stored at; each step c
 
 def image_size(stage: int) -> int:
     "The side of the images stage `stage` generates (64 or 256)."
-    if isinstance(stage, bool) or not isinstance(stage, numbers.Integral) or stage not in IMAGE_SIZES: raise ValueError(f'stage={stage!r}: StackGAN has stage 1 (64x64) and stage 2 (256x256).')
+    if isinstance(stage, bool) or not isinstance(stage, numbers.Integral) or stage not in IMAGE_SIZES:   # (not 1.0, '1', True)
+        raise ValueError(f'stage={stage!r}: StackGAN has stage 1 (64x64) and stage 2 (256x256).')
     return IMAGE_SIZES[stage]
 
 

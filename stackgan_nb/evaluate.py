@@ -280,8 +280,9 @@ class EvaluateEvery:
         split = read_cub(self.data, 'test')
         if self.real_stats is None:
             feature = f'synthetic-scorer-{_module_hash(scorer)}'
-            images = load_images(split, load_size(1), data_cache_dir(self.data))
-            path = data_cache_dir(self.data) / f'fid_test_64_{feature}_{source_fingerprint(split)[:12]}.npz'
+            cache = data_cache_dir(self.data)
+            images = load_images(split, load_size(1), cache)
+            path = cache / f'fid_test_64_{feature}_{source_fingerprint(split)[:12]}.npz'
             self.real_stats = cached_fid_stats(path, _real_batches(images, 64), scorer.feature_net(), feature)
         emb, pairs = caption_embeddings(split, self.samples, self.seed)
         fake = torch.cat([F.interpolate(x.float(), size=(64, 64), mode='bilinear', align_corners=False, antialias=True).cpu()

@@ -420,11 +420,11 @@ class Trainer:
                 'text_encoder': self.text_encoder_spec, **self.state.state_dict(rank_rngs)}
 
     def save(self) -> Path | None:
-        "Write a checkpoint (never one with non-finite weights); with several processes rank 0 writes, all wait. Before `fit`, first `start` (under the stage's lock), as `fit` would."
+        "Write a checkpoint (never one with non-finite weights); with several processes rank 0 writes, all wait. Before `fit`, `start` instead (under the stage's lock), as `fit` would: it saves step 0 or resumes the newest checkpoint, whose path is returned."
         if self.started: return self._save()
         with (self.dir.lock(log=self.log) if self.dist.is_main else nullcontext()):   # a checkpoint never lands beside no
             self.start()                                   # config.json, nor above a run's progress (start resumes it)
-            return self._save()
+        return self.ckpt.list()[-1] if self.dist.is_main else None   # (the state is that checkpoint's: no second copy)
 
     def _save(self) -> Path | None:
         s = self.state
