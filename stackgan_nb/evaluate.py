@@ -130,6 +130,12 @@ def run_data(run: Run, stage: int, data=None) -> Path:
 SCORE_KEYS = ('is', 'is_std', 'is_trimmed', 'is_trimmed_std', 'fid', 'fid_trimmed', 'is_real')
 
 
+def _check_samples(samples) -> int:
+    "`samples` when it is a whole number >= 64, else a ValueError saying why."
+    return check_whole('samples', samples, 64, " (the Inception Score counts whole batches of 64, so at least 64; StackGAN's "
+                       'protocol: one per test caption, 29,330 for CUB; None: that)')
+
+
 def evaluate_stage(G: nn.Module, info: dict, data: Path, samples: int | None = None, classifier='auto', fid_net='auto',
                    trim_border: bool = True, seed: int = 0, batch_size: int = 64, diversity_captions: int = 32,
                    diversity_n: int = 8, attribute_captions: int | None = 1000, resolved=None, quantize: bool = True,
@@ -141,9 +147,7 @@ def evaluate_stage(G: nn.Module, info: dict, data: Path, samples: int | None = N
     if split.embeddings.shape[-1] != info['model_config']['text_dim']:
         raise ValueError(f'{data} has {split.embeddings.shape[-1]}-d caption embeddings but the run\'s model takes '
                          f'{info["model_config"]["text_dim"]}-d ones: pass the data folder the run was trained on.')
-    if samples is not None and samples < 64:
-        raise ValueError(f'samples={samples}: the Inception Score counts whole batches of 64, so at least 64 '
-                         '(StackGAN\'s protocol: one per test caption, 29,330 for CUB).')
+    if samples is not None: _check_samples(samples)
     emb, pairs = caption_embeddings(split, samples, seed)
     clf = resolved or resolve_classifier(classifier, data, device)
     fnet = resolve_fid_net(fid_net, data, device, clf['scorer'])
@@ -213,8 +217,7 @@ def evaluate_run(run,                          # run name (under runs_root) or r
                  **kwargs,                     # more options of evaluate_stage (quantize, batch_size, diversity_captions, ...)
                 ) -> dict:
     "Evaluate the newest checkpoint of each (or one) stage of `run`; returns {'run', 'stage1': report, 'stage2': report}."
-    if samples is not None:
-        check_whole('samples', samples, 64, ' (the Inception Score counts whole batches of 64, so at least 64; None: one per test caption)')
+    if samples is not None: _check_samples(samples)
     check_whole('seed', seed, 0)
     run = Run.find(run, runs_root)
     stages = [stage] if stage is not None else run.trained_stages()   # (0 or '1': refused by load_generator)

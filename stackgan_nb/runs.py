@@ -386,17 +386,20 @@ class MirroredCheckpoints:
     @property
     def on_drive(self) -> bool: return _inside(self.remote.run, DRIVE_MOUNT)
 
+    @property
+    def first_folder(self) -> Path: return self.local.run if self.local else self.root   # where checkpoints are written first
+
     def plan(self) -> str:
         "What goes where; on Drive what it receives per hour (its bin included), the free space there and how long it lasts."
         size, free = self._copy_size_and_free()
         if not self.on_drive:                                # a plain disk frees a replaced copy: the copies take `keep` files
-            return (f'Checkpoints are written first to {self.local.run if self.local else self.root}; the newest is copied to '
+            return (f'Checkpoints are written first to {self.first_folder}; the newest is copied to '
                     f'{self.remote.run} every {self.copy_minutes:g} min and at the end: losing the first folder loses at most '
                     f'{self.copy_minutes:g} min. The copies take about {_gb(size * self.remote.keep)} (the newest '
                     f'{self.remote.keep}, {_gb(size)} each); {_gb(free)} free there.')
         per_hour = size * 60 / self.copy_minutes
         hours = free / per_hour if per_hour else float('inf')
-        return (f"Checkpoints are written to the VM's disk ({self.local.run if self.local else self.root}); the newest is copied to "
+        return (f"Checkpoints are written to the VM's disk ({self.first_folder}); the newest is copied to "
                 f'{self.remote.run} every {self.copy_minutes:g} min and at the end: a VM reset loses at most {self.copy_minutes:g} min. '
                 f'Drive receives about {_gb(per_hour)} an hour ({_gb(size)} a copy); each replaced copy stays in Drive\'s bin for '
                 f'{DRIVE_BIN_DAYS} days, counted in the quota. {_gb(free)} free there: room for about {_hours(hours)} of copies. '
@@ -409,7 +412,7 @@ class MirroredCheckpoints:
             if (self.remote.keep + 1) * size <= free: return None
             return (f'{self.remote.run} may fill up: a copy of the newest checkpoint takes {_gb(size)} and {_gb(free)} is free there. '
                     "Free some space; a copy that does not fit is skipped with a message and training goes on in "
-                    f'{self.local.run if self.local else self.root}.')
+                    f'{self.first_folder}.')
         need = (math.ceil(seconds_left / (60 * self.copy_minutes)) + 1) * size   # the copies by time, and the last
         if need <= free: return None
         return (f'Google Drive may fill up: the rest of this run (about {_hours(seconds_left / 3600)}) copies about {_gb(need)} of '

@@ -150,10 +150,9 @@ def _earlier_samples(out: Path) -> dict | None:
 SAMPLE_FILE = re.compile(r'(stage[12]_\d+\.png|grid\.png|sample\.json)')   # the names `write_samples` writes
 
 
-def _unrecorded(out: Path) -> list[str]:
-    "Files in `out` named as samples are, when no readable sample.json says what they are (a user's files, or damaged)."
-    if not out.is_dir() or _earlier_samples(out) is not None: return []
-    return sorted(p.name for p in out.iterdir() if SAMPLE_FILE.fullmatch(p.name))
+def _sample_named(out: Path) -> list[str]:
+    "Files in `out` named as samples are (a user's files, or damaged ones, where no readable sample.json says what they are)."
+    return sorted(p.name for p in out.iterdir() if SAMPLE_FILE.fullmatch(p.name)) if out.is_dir() else []
 
 
 REQUEST_KEYS = ('caption', 'seed', 'use_ca', 'labels', 'run', 'stage')   # what makes two sets of samples the same request
@@ -174,7 +173,7 @@ def free_folder(base: Path, request: dict) -> Path:
     "`base`, else `base-2`, `base-3`, ...: the first folder that holds no samples, or samples of `request` (`REQUEST_KEYS`)."
     for folder in numbered(base):
         earlier = _earlier_samples(folder)
-        if (earlier is None and not _unrecorded(folder)) or _same_request(earlier, request): return folder
+        if (earlier is None and not _sample_named(folder)) or _same_request(earlier, request): return folder
 
 
 def _flag(name: str, value) -> bool:
@@ -196,7 +195,7 @@ def write_samples(results,                  # `SampleResult`s of one request, in
         said = ', '.join(f'{k} {earlier.get(k)!r}' for k in ('caption', 'seed', 'use_ca') if k in earlier)
         raise FileExistsError(f'{out} holds other samples ({said}; its sample.json): write these elsewhere (--out DIR; '
                               'out=...) or delete that folder first.')
-    if first is not None and (clash := _unrecorded(out)):
+    if first is not None and earlier is None and (clash := _sample_named(out)):
         raise FileExistsError(f'{out} holds {", ".join(clash[:3])}{" and more" * (len(clash) > 3)} but no readable sample.json '
                               'saying what they are: write these samples elsewhere (--out DIR; out=...), or move those files.')
     out.mkdir(parents=True, exist_ok=True)
@@ -263,8 +262,9 @@ class Sampler:
         self.device, self.z_dim = device_of(self.G), self.G.z_dim
         self.encoder, self.notes = resolve_encoder(encoder, self.info)
         if self.stage == 1:
-            damaged = Run(self.info['run']).stage(2).path / DAMAGED
-            why = ('you asked for stage=1' if stage == 1 and Run(self.info['run']).stage(2).exists() else
+            stage2 = Run(self.info['run']).stage(2)
+            damaged = stage2.path / DAMAGED
+            why = ('you asked for stage=1' if stage == 1 and stage2.exists() else
                    f'no Stage-II checkpoint of run {self.run} could be read: the unusable ones were moved to {damaged} (a copy '
                    'from elsewhere, e.g. Google Drive, can go back into its stage2 folder)' if damaged.is_dir() and any(damaged.iterdir()) else
                    f'run {self.run} has no Stage-II checkpoint yet; train it with `stackgan train --stage 2 --run {self.run} ...`')

@@ -199,9 +199,10 @@ def _check_world(p: dict) -> None:
         raise ValueError(f"test_fraction={p['test_fraction']!r} {problem}.")
     if p['test_fraction'] == 1: raise ValueError('test_fraction=1 leaves no training images: use a value in [0, 1).')
     for name, lo in (('n_species', 1), ('images_per_species', 1), ('image_size', 64), ('embedding_dim', 1),
-                     ('grayscale_every', 0), ('jpeg_quality', 1), ('seed', 0), ('encoder_seed', 0)):
+                     ('grayscale_every', 0), ('seed', 0), ('encoder_seed', 0)):
         check_whole(name, p[name], lo, ': the crops are 64 px' if name == 'image_size' else '')
-    if p['jpeg_quality'] > 100: raise ValueError(f"jpeg_quality={p['jpeg_quality']} must be <= 100 (PIL's scale; 90 by default).")
+    if problem := number_problem(p['jpeg_quality'], 1, 100, whole=True):
+        raise ValueError(f"jpeg_quality={p['jpeg_quality']!r} {problem} (PIL's scale; 90 by default).")
     n, k = (p['n_species'], 'n_species') if p['split_by'] == 'species' else (p['images_per_species'], 'images_per_species')
     n_test = _split(p['n_species'], p['images_per_species'], p['test_fraction'], p['split_by'], np.random.default_rng(0)).sum()
     if n_test == p['n_species'] * p['images_per_species']:
