@@ -589,6 +589,13 @@ class Run:
         if isinstance(run, str) and len(p.parts) == 1 and run not in ('.', '..'):   # a name: the runs folder's run first
             try: places.insert(0, run_dir(run, root, create=False))
             except ValueError: pass                                               # (not a run name; perhaps a folder here)
+        elif isinstance(run, str) and not p.is_absolute() and not p.exists():      # 'name/stage1': inside the runs folder
+            places.append(runs_root(root) / p)
+        for f in places:                                                          # a stage's folder instead of its run's
+            if re.fullmatch(r'stage[12]', f.name) and has_stage(f.parent) and not has_stage(f):   # (not a run named stage1)
+                name = f.parent.name if f.parent.parent == runs_root(root) else str(f.parent)
+                raise ValueError(f'{str(run)!r} is the Stage-{"I" * int(f.name[-1])} folder of the run {f.parent}: pass the run '
+                                 f'itself, {name!r}, and choose the stage with stage={f.name[-1]} (CLI: --run {name} --stage {f.name[-1]}).')
         folder = next((f for f in places if has_stage(f)), places[0])             # none: the error names the first place
         if not folder.parent.is_dir():
             raise FileNotFoundError(f'The runs folder {folder.parent} does not exist: pass the one that holds run {p.name} '
