@@ -99,11 +99,14 @@ class Stage1Generator(nn.Module):
 # %% ../nbs/01_models.ipynb #fab45d45
 class DGetLogits(nn.Module):
     "A discriminator head: features (B, 8*ndf, 4, 4) [+ condition (B, nef), or caption (B, text_dim) with `text_dim`] -> logits (B,)."
-    def __init__(self, ndf, nef, bcondition=True, norm='batch', p_drop=0.0, text_dim=None):
+    def __init__(self, ndf, nef, bcondition=True, norm='batch', p_drop=0.0, text_dim=None, head='concat'):
         super().__init__()
         self.nef, self.bcondition = nef, bcondition
         if text_dim: self.text_fc = nn.Sequential(nn.Linear(text_dim, nef), nn.LeakyReLU(0.2, inplace=True))  # TF's context FC
-        if bcondition:
+        if bcondition and head == 'projection':
+            self.outlogits = nn.Sequential(nn.Conv2d(ndf * 8, 1, kernel_size=4, stride=4))        # psi: features -> score
+            self.project = nn.Linear(nef, ndf * 8, bias=False)                                     # V: condition -> feature space
+        elif bcondition:
             self.outlogits = nn.Sequential(conv3x3(ndf * 8 + nef, ndf * 8), norm2d(ndf * 8, norm), leaky(p_drop),
                                            nn.Conv2d(ndf * 8, 1, kernel_size=4, stride=4))
         else:
@@ -112,6 +115,8 @@ class DGetLogits(nn.Module):
     def forward(self, h_code, c_code=None):                # (B, 8*ndf, 4, 4), (B, nef)
         if self.bcondition:
             if hasattr(self, 'text_fc'): c_code = self.text_fc(c_code)  # (B, text_dim) -> (B, nef)
+            if hasattr(self, 'project'):                   # psi(h) + <sum of h over the grid, V c>
+                return self.outlogits(h_code).view(-1) + (h_code.sum((2, 3)) * self.project(c_code)).sum(1)  # (B,)
             c_code = c_code.view(-1, self.nef, 1, 1).expand(-1, -1, 4, 4)  # (B, nef, 4, 4)
             h_code = torch.cat((h_code, c_code), 1)        # (B, 8*ndf + nef, 4, 4)
         return self.outlogits(h_code).view(-1)             # (B,)
@@ -148,7 +153,8 @@ class Stage1Discriminator(_Discriminator):
             down4x4(ndf, ndf * 2), norm2d(ndf * 2, norm), leaky(p),                  # (B, 2ndf, 16, 16)
             down4x4(ndf * 2, ndf * 4), norm2d(ndf * 4, norm), leaky(p),              # (B, 4ndf, 8, 8)
             down4x4(ndf * 4, ndf * 8), norm2d(ndf * 8, norm), leaky(p))              # (B, 8ndf, 4, 4)
-        self.get_cond_logits = DGetLogits(ndf, cfg.condition_dim, True, norm, p, cfg.text_dim if cfg.d_condition == 'text' else None)
+        self.get_cond_logits = DGetLogits(ndf, cfg.condition_dim, True, norm, p, cfg.text_dim if cfg.d_condition == 'text' else None,
+                                          cfg.d_head)
         self.get_uncond_logits = None
 
 # %% ../nbs/01_models.ipynb #ff7217f6
@@ -222,7 +228,8 @@ class Stage2Discriminator(_Discriminator):
             down4x4(ndf * 16, ndf * 32), norm2d(ndf * 32, norm), leaky(p),           # (B, 32ndf, 4, 4)
             conv3x3(ndf * 32, ndf * 16), norm2d(ndf * 16, norm), leaky(p),           # (B, 16ndf, 4, 4)
             conv3x3(ndf * 16, ndf * 8), norm2d(ndf * 8, norm), leaky(p))             # (B, 8ndf, 4, 4)
-        self.get_cond_logits = DGetLogits(ndf, cfg.condition_dim, True, norm, p, cfg.text_dim if cfg.d_condition == 'text' else None)
+        self.get_cond_logits = DGetLogits(ndf, cfg.condition_dim, True, norm, p, cfg.text_dim if cfg.d_condition == 'text' else None,
+                                          cfg.d_head)
         self.get_uncond_logits = DGetLogits(ndf, cfg.condition_dim, False, norm, p)
 
 # %% ../nbs/01_models.ipynb #fcd4765b
