@@ -8,8 +8,8 @@
 
 Each probe trains Stage-II again on top of the quickstart run's Stage-I (a copy of its `stage1/` folder, so every probe
 starts from the same weights) in a run folder of its own, `RUNS/stage2-probes/NAME`, and measures it as the quickstart's
-report does (`stackgan_nb.quality`, fewer captions): part-colour accuracy on matched and on shuffled captions, and
-Stage-II's detail at 256 px beside the upsampled Stage-I's, both as a fraction of the real birds', and the detail of
+report does (`stackgan_nb.quality`, fewer captions): part-colour accuracy on matched and on shuffled captions (and the
+Stage-I's matched beside it: Stage-II must not fall below it), and Stage-II's detail at 256 px beside the upsampled Stage-I's, both as a fraction of the real birds', and the detail of
 Stage-II's repaint of the real birds' soft 64 px versions (its lesson, on whole images): what it draws on the inputs it
 learnt from, against what it draws on Stage-I's samples. Stage-II trains
 from seed 0 (its initial weights, noise and data order) whatever the Stage-I's seed was; `--seed` draws another, and
@@ -185,6 +185,7 @@ def probe(name: str, data: Path, stage1: Path, out: Path, device: str, n_caption
     for sp in SPLIT_NAMES:
         s2, real = q['stage2'][sp], q['real'][sp]['detail']['real']
         row[sp] = {'matched': s2['following']['matched'], 'shuffled': s2['following']['shuffled'],
+                   'stage1_matched': q['stage1'][sp]['following']['matched'],
                    'detail_x': s2['detail']['stage2'] / real, 'stage1_up_x': s2['detail']['stage1_upsampled'] / real,
                    'lesson_x': lesson_detail(t.state.G, data, sp, detail_images, seed)}
     if every: row['curve'] = detail_curve(t.state.G, every.weights, data, detail_images, q['real']['train']['detail']['real'])
@@ -192,11 +193,12 @@ def probe(name: str, data: Path, stage1: Path, out: Path, device: str, n_caption
 
 
 def table(rows: list[dict]) -> str:
-    head = ('| probe | steps | train s | matched (train / held-out) | shuffled | Stage-II detail x real | '
-            'Stage-I upsampled x real | repaint of soft real birds x real |\n|---|---|---|---|---|---|---|---|')
+    head = ('| probe | steps | train s | matched (train / held-out) | shuffled | Stage-I matched | Stage-II detail x real | '
+            'Stage-I upsampled x real | repaint of soft real birds x real |\n|---|---|---|---|---|---|---|---|---|')
     f = lambda r, k, fmt: ' / '.join(format(r[sp][k], fmt) for sp in SPLIT_NAMES)
     return '\n'.join([head] + [f'| {r["probe"]} | {r["steps"]} | {r["train_s"]:.0f} | {f(r, "matched", ".3f")} | '
-                               f'{f(r, "shuffled", ".3f")} | {f(r, "detail_x", ".2f")} | {f(r, "stage1_up_x", ".2f")} | '
+                               f'{f(r, "shuffled", ".3f")} | {f(r, "stage1_matched", ".3f")} | {f(r, "detail_x", ".2f")} | '
+                               f'{f(r, "stage1_up_x", ".2f")} | '
                                f'{f(r, "lesson_x", ".2f")} |'
                                for r in rows])
 
