@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['WINDOW', 'WINDOW_REGION', 'conv3x3', 'down4x4', 'norm2d', 'leaky', 'up_block', 'ResBlock', 'CANet', 'Stage1Generator',
-           'DGetLogits', 'Stage1Discriminator', 'freeze', 'Stage2Generator', 'Stage2Discriminator', 'random_windows',
-           'Stage2WindowDiscriminator', 'init_weights', 'build_models', 'count_params', 'CheckpointMismatch',
-           'load_official']
+           'DGetLogits', 'Stage1Discriminator', 'translate', 'freeze', 'Stage2Generator', 'Stage2Discriminator',
+           'random_windows', 'Stage2WindowDiscriminator', 'init_weights', 'build_models', 'count_params',
+           'CheckpointMismatch', 'load_official']
 
 # %% ../nbs/01_models.ipynb #4f2f3ef7
 import torch
@@ -126,7 +126,10 @@ class _Discriminator(nn.Module):
     "The interface both discriminators share."
     def forward(self, image): return self.encode(image)
 
+    augment = 'none'                                       # `model.d_augment`
+
     def encode(self, image):                               # (B, 3, H, W)
+        if self.augment == 'translation' and self.training: image = translate(image)   # DiffAugment, below
         return self.encode_img(image)                      # (B, 8*ndf, 4, 4)
 
     def cond_logits(self, features, condition):            # -> (B,)
@@ -147,7 +150,7 @@ class Stage1Discriminator(_Discriminator):
     def __init__(self, cfg: ModelConfig = ModelConfig()):
         super().__init__()
         ndf, norm, p = cfg.df_dim, cfg.norm, cfg.d_dropout
-        self.df_dim, self.ef_dim = ndf, cfg.condition_dim
+        self.df_dim, self.ef_dim, self.augment = ndf, cfg.condition_dim, cfg.d_augment
         self.encode_img = nn.Sequential(
             down4x4(3, ndf), leaky(p),                                               # (B, ndf, 32, 32)
             down4x4(ndf, ndf * 2), norm2d(ndf * 2, norm), leaky(p),                  # (B, 2ndf, 16, 16)
@@ -156,6 +159,18 @@ class Stage1Discriminator(_Discriminator):
         self.get_cond_logits = DGetLogits(ndf, cfg.condition_dim, True, norm, p, cfg.text_dim if cfg.d_condition == 'text' else None,
                                           cfg.d_head)
         self.get_uncond_logits = None
+
+# %% ../nbs/01_models.ipynb #c3e8f5a6
+def translate(images: torch.Tensor, ratio: float = 1 / 8) -> torch.Tensor:
+    "(B, 3, H, W): each image shifted by its own random whole-pixel offset of up to `ratio` of its side in each direction, zeros filling the uncovered edge (DiffAugment's translation), drawn on the images' device."
+    B, _, H, W = images.shape
+    s = round(H * ratio)                                                        # 8 px at 64 px
+    shift = torch.randint(-s, s + 1, (2, B, 1), device=images.device)          # (2, B, 1): rows, columns
+    rows = (torch.arange(H, device=images.device) + shift[0] + 1).clamp(0, H + 1)   # (B, H), into the padded image
+    cols = (torch.arange(W, device=images.device) + shift[1] + 1).clamp(0, W + 1)   # (B, W)
+    padded = F.pad(images, (1, 1, 1, 1))                                        # (B, 3, H + 2, W + 2), a zero border
+    b = torch.arange(B, device=images.device)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[b, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)   # (B, 3, H, W)
 
 # %% ../nbs/01_models.ipynb #ff7217f6
 def freeze(module: nn.Module) -> nn.Module:
@@ -218,7 +233,7 @@ class Stage2Discriminator(_Discriminator):
     def __init__(self, cfg: ModelConfig = ModelConfig()):
         super().__init__()
         ndf, norm, p = cfg.df_dim, cfg.norm, cfg.d_dropout
-        self.df_dim, self.ef_dim = ndf, cfg.condition_dim
+        self.df_dim, self.ef_dim, self.augment = ndf, cfg.condition_dim, cfg.d_augment
         self.encode_img = nn.Sequential(
             down4x4(3, ndf), leaky(p),                                               # (B, ndf, 128, 128)
             down4x4(ndf, ndf * 2), norm2d(ndf * 2, norm), leaky(p),                  # (B, 2ndf, 64, 64)
