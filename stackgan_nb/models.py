@@ -4,9 +4,9 @@
 
 # %% auto #0
 __all__ = ['WINDOW', 'WINDOW_REGION', 'conv3x3', 'down4x4', 'norm2d', 'leaky', 'up_block', 'ResBlock', 'CANet', 'Stage1Generator',
-           'DGetLogits', 'Stage1Discriminator', 'translate', 'freeze', 'Stage2Generator', 'Stage2Discriminator',
-           'random_windows', 'Stage2WindowDiscriminator', 'init_weights', 'build_models', 'count_params',
-           'CheckpointMismatch', 'load_official']
+           'DGetLogits', 'Stage1Discriminator', 'pixels', 'translate', 'freeze', 'Stage2Generator',
+           'Stage2Discriminator', 'random_windows', 'Stage2WindowDiscriminator', 'init_weights', 'build_models',
+           'count_params', 'CheckpointMismatch', 'load_official']
 
 # %% ../nbs/01_models.ipynb #4f2f3ef7
 import torch
@@ -161,6 +161,12 @@ class Stage1Discriminator(_Discriminator):
         self.get_uncond_logits = None
 
 # %% ../nbs/01_models.ipynb #c3e8f5a6
+def pixels(images: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    "(B, 3, R, C): of each image (B, 3, H, W) its own pixel rows `rows` (B, R) and columns `cols` (B, C)."
+    b = torch.arange(len(images), device=images.device)[:, None, None]
+    return images.permute(0, 2, 3, 1)[b, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+
 def translate(images: torch.Tensor, ratio: float = 1 / 8) -> torch.Tensor:
     "(B, 3, H, W): each image shifted by its own random whole-pixel offset of up to `ratio` of its side in each direction, zeros filling the uncovered edge (DiffAugment's translation), drawn on the images' device."
     B, _, H, W = images.shape
@@ -168,9 +174,7 @@ def translate(images: torch.Tensor, ratio: float = 1 / 8) -> torch.Tensor:
     shift = torch.randint(-s, s + 1, (2, B, 1), device=images.device)          # (2, B, 1): rows, columns
     rows = (torch.arange(H, device=images.device) + shift[0] + 1).clamp(0, H + 1)   # (B, H), into the padded image
     cols = (torch.arange(W, device=images.device) + shift[1] + 1).clamp(0, W + 1)   # (B, W)
-    padded = F.pad(images, (1, 1, 1, 1))                                        # (B, 3, H + 2, W + 2), a zero border
-    b = torch.arange(B, device=images.device)[:, None, None]
-    return padded.permute(0, 2, 3, 1)[b, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)   # (B, 3, H, W)
+    return pixels(F.pad(images, (1, 1, 1, 1)), rows, cols)                      # from a zero border: (B, 3, H, W)
 
 # %% ../nbs/01_models.ipynb #ff7217f6
 def freeze(module: nn.Module) -> nn.Module:
@@ -259,9 +263,7 @@ def random_windows(images: torch.Tensor, size: int = WINDOW, region: tuple[float
     if hi < lo: raise ValueError(f'A {size} px window does not fit in the central {region[1] - region[0]:.0%} of a {S} px image.')
     top_left = torch.randint(lo, hi + 1, (2, B, 1), device=images.device)      # (2, B, 1)
     steps = torch.arange(size, device=images.device)
-    rows, cols = top_left[0] + steps, top_left[1] + steps                      # (B, size) each
-    b = torch.arange(B, device=images.device)[:, None, None]
-    return images.permute(0, 2, 3, 1)[b, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)   # (B, 3, size, size)
+    return pixels(images, top_left[0] + steps, top_left[1] + steps)           # (B, 3, size, size)
 
 
 class Stage2WindowDiscriminator(Stage1Discriminator):
