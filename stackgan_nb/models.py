@@ -128,6 +128,12 @@ class _Discriminator(nn.Module):
 
     augment = 'none'                                       # `model.d_augment`
 
+    def _heads(self, cfg: ModelConfig, uncond: bool) -> None:
+        "The conditional head as `cfg` asks (D's condition or the caption; concat or projection) [and the unconditional one]."
+        text_dim = cfg.text_dim if cfg.d_condition == 'text' else None
+        self.get_cond_logits = DGetLogits(cfg.df_dim, cfg.condition_dim, True, cfg.norm, cfg.d_dropout, text_dim, cfg.d_head)
+        self.get_uncond_logits = DGetLogits(cfg.df_dim, cfg.condition_dim, False, cfg.norm, cfg.d_dropout) if uncond else None
+
     def encode(self, image):                               # (B, 3, H, W)
         if self.augment == 'translation' and self.training: image = translate(image)   # DiffAugment, below
         return self.encode_img(image)                      # (B, 8*ndf, 4, 4)
@@ -156,9 +162,7 @@ class Stage1Discriminator(_Discriminator):
             down4x4(ndf, ndf * 2), norm2d(ndf * 2, norm), leaky(p),                  # (B, 2ndf, 16, 16)
             down4x4(ndf * 2, ndf * 4), norm2d(ndf * 4, norm), leaky(p),              # (B, 4ndf, 8, 8)
             down4x4(ndf * 4, ndf * 8), norm2d(ndf * 8, norm), leaky(p))              # (B, 8ndf, 4, 4)
-        self.get_cond_logits = DGetLogits(ndf, cfg.condition_dim, True, norm, p, cfg.text_dim if cfg.d_condition == 'text' else None,
-                                          cfg.d_head)
-        self.get_uncond_logits = None
+        self._heads(cfg, uncond=False)
 
 # %% ../nbs/01_models.ipynb #c3e8f5a6
 def pixels(images: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
@@ -247,9 +251,7 @@ class Stage2Discriminator(_Discriminator):
             down4x4(ndf * 16, ndf * 32), norm2d(ndf * 32, norm), leaky(p),           # (B, 32ndf, 4, 4)
             conv3x3(ndf * 32, ndf * 16), norm2d(ndf * 16, norm), leaky(p),           # (B, 16ndf, 4, 4)
             conv3x3(ndf * 16, ndf * 8), norm2d(ndf * 8, norm), leaky(p))             # (B, 8ndf, 4, 4)
-        self.get_cond_logits = DGetLogits(ndf, cfg.condition_dim, True, norm, p, cfg.text_dim if cfg.d_condition == 'text' else None,
-                                          cfg.d_head)
-        self.get_uncond_logits = DGetLogits(ndf, cfg.condition_dim, False, norm, p)
+        self._heads(cfg, uncond=True)
 
 # %% ../nbs/01_models.ipynb #fcd4765b
 WINDOW = 64                          # px: the side of the window a 'window' Stage-II D judges
