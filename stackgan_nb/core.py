@@ -100,9 +100,17 @@ class ModelConfig(_Checked):
     d_condition: str = choice('mu', 'mu', 'text', doc="D's condition: 'mu', G's CA mean, detached (StackGAN-Pytorch), or 'text', D's own FC of the caption embedding (as StackGAN TF, an approximation of it: StackGAN TF also joins the condition with a 1x1 conv in D, parametrises the CA by log-sigma, draws its noise from a truncated normal and resizes images bicubically)")
     d_head: str = choice('concat', 'concat', 'projection', doc="D's conditional head: 'concat' (official): the condition tiled over the 4x4 image features, a 3x3 convolution and a 4x4 one to the logit; 'projection' (Miyato & Koyama, 2018): the 4x4 convolution of the features alone plus the inner product of the summed features with a linear map of the condition: cheaper (Stage-I of the quickstart about 20% faster on a CPU) and quicker to follow the training species' captions, but in whole quickstarts its samples were less diverse, checkerboarded at 64 px on some seeds and Stage-II drew less detail over them, so the quickstart keeps 'concat' (docs/quickstart-quality.md)")
     d_augment: str = choice('none', 'none', 'translation', doc="what D sees in training: 'none' (official): the images as they are; 'translation': each image D judges, real or generated, shifted by its own random offset of up to 1/8 of its side (DiffAugment, Zhao et al., 2020: D cannot memorise a few hundred real birds pixel for pixel, and G learns through the same shift; on the quickstart's Stage-I from four seeds no reliable gain, so no preset uses it: docs/quickstart-quality.md)")
+    d_contrast: int = number(0, 0, doc="width of D's contrastive caption head (0: none, official): the real images' pooled 4x4 features and their captions' embeddings, each mapped into this many dimensions and normalised, must pick each other out of the batch (InfoNCE, as CLIP and XMC-GAN; `losses.contrastive_loss`), a term of D's loss alone: D's features learn what each caption says of a bird, which its matching-aware head then judges; G's loss is StackGAN's. Needs d_condition='text'. The quickstart's Stage-I uses 64: its birds follow the held-out species' captions better at full diversity (docs/quickstart-quality.md)")
     stage2_skip: str = choice('none', 'none', 'stage1', doc="'stage1': Stage-II's image is the upsampled Stage-I image plus a learned correction (short runs); 'none': official")
     stage1_in_stage2: str = choice('train', 'train', 'eval', doc="the frozen Stage-I G inside Stage-II: 'train' (official): its BatchNorm uses batch statistics and its running statistics move during Stage-II; 'eval': frozen statistics")
     stage2_d: str = choice('full', 'full', 'window', doc="Stage-II's D: 'full' (official) judges the whole 256 px image; 'window' judges one random 64 px window of it inside the bird's region, at full resolution (Stage-I's D layers and an unconditional head): short runs, Stage-II training about 1.8x faster on a CPU")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.d_contrast and self.d_condition != 'text':
+            raise ConfigError(f"model.d_contrast={self.d_contrast} pairs images with their captions' embeddings, but model.d_condition="
+                              f"{self.d_condition!r} gives D G's condition instead: set model.d_condition=text or model.d_contrast=0.")
+
 
 # %% ../nbs/00_core.ipynb #bc222cd2
 COCO_MODEL = ModelConfig(gf_dim=192, df_dim=96, r_num=2)
@@ -173,7 +181,7 @@ def _preset(name, doc, model=None, stage2=(), **train):
 
 TINY_MODEL = dict(gf_dim=8, df_dim=4, condition_dim=4, z_dim=8, r_num=1)   # preset 'tiny' (Stage-II's last layer: gf_dim // 4 = 2 channels)
 QUICKSTART_MODEL = dict(gf_dim=16, df_dim=16, condition_dim=64, z_dim=32, r_num=1, ca_act='leaky_relu', d_condition='text',
-                        stage2_skip='stage1')
+                        d_contrast=64, stage2_skip='stage1')
 _wgan = dict(loss='wgan-clip', n_critic=5, clip_value=0.01)
 PRESETS = {p.name: p for p in [
     _preset('stackgan', 'The paper: BatchNorm, Adam 2e-4 (0.5, 0.999), BCE, KL 2.0, batch 64, 600 epochs, LR halved every 100.'),
@@ -192,14 +200,14 @@ PRESETS = {p.name: p for p in [
             TINY_MODEL, batch_size=8, g_lr=2e-3, d_lr=2e-3),
     _preset('quickstart', 'The CPU quickstart on the synthetic CUB (`stackgan quickstart`), not the paper: narrow networks (gf 16, df 16, '
             'c 64, z 32, one residual block), D reads the caption and each sample is the mean of 4 captions (StackGAN TF), leaky ReLU '
-            'after the CA, batch 32, lr 1e-3 without decay, a moving average of G, an R1 penalty on D (gamma 0.3, every 4th step), KL weight 0.1, 80 epochs; '
-            'Stage-II: 9 epochs at batch 4 without the moving average or the R1 penalty '
+            'after the CA, batch 32, lr 1e-3 without decay, a moving average of G, an R1 penalty on D (gamma 0.3, every 4th step), a contrastive caption head in D (64 wide), KL weight 0.1, 80 epochs; '
+            'Stage-II: 9 epochs at batch 4 without the moving average, the R1 penalty or the contrastive head '
             "over the upsampled Stage-I image (the skip), Stage-I's statistics frozen, D on one 64 px window of each "
             "image, and G also repaints windows of the real birds from soft quarter-size versions (L1, weight 1000): "
             "the first 1,800 steps (8 epochs) that lesson alone, then the GAN with it.",
             QUICKSTART_MODEL, batch_size=32, g_lr=1e-3, d_lr=1e-3, lr_decay_every=0, g_ema=0.99, captions_per_sample=4, epochs=80,
             r1_weight=0.3, r1_every=4, kl_coef=0.1,
-            stage2=('model.stage1_in_stage2=eval', 'model.stage2_d=window', 'train.epochs=9', 'train.batch_size=4',
+            stage2=('model.stage1_in_stage2=eval', 'model.stage2_d=window', 'model.d_contrast=0', 'train.epochs=9', 'train.batch_size=4',
                     'train.g_ema=0.0', 'train.r1_weight=0', 'train.repaint_coef=1000', 'train.repaint_warmup=1800')),
 ]}
 TINY_OVERRIDES = ('model.gf_dim=4', 'model.df_dim=4', 'model.condition_dim=4', 'model.z_dim=8', 'model.r_num=1',

@@ -4,7 +4,8 @@
 
 # %% auto #0
 __all__ = ['LOSSES', 'OFFICIAL_BCE', 'G_CONDS', 'REPAINT_SOFT', 'REPAINT_WINDOW', 'REPAINT_STAGE', 'kl_loss', 'adv_term',
-           'gradient_penalty', 'r1_penalty', 'd_loss', 'g_loss', 'clip_weights_', 'soft_low', 'repaint_loss']
+           'gradient_penalty', 'r1_penalty', 'contrastive_loss', 'd_loss', 'g_loss', 'clip_weights_', 'soft_low',
+           'repaint_loss']
 
 # %% ../nbs/02_losses.ipynb #bc76f326
 import torch
@@ -57,8 +58,14 @@ def r1_penalty(real_imgs: torch.Tensor, real_scores: torch.Tensor) -> torch.Tens
     return _full(grad).flatten(1).pow(2).sum(1).mean()
 
 
+def contrastive_loss(similarities: torch.Tensor) -> torch.Tensor:
+    "InfoNCE both ways over a batch's image-caption similarities (B, B) whose diagonal holds the matching pairs (CLIP's loss)."
+    target = torch.arange(len(similarities), device=similarities.device)
+    return (F.cross_entropy(similarities, target) + F.cross_entropy(similarities.T, target)) / 2
+
+
 def d_loss(D: nn.Module, real_imgs, fake_imgs, cond, loss='bce', wrong_idx=None, gp_weight=10.0, r1_weight=0.0):
-    "Matching-aware D loss on (real, wrong, fake) pairs [+ unconditional terms] [+ r1_weight / 2 * R1]; returns (total, parts)."
+    "Matching-aware D loss on (real, wrong, fake) pairs [+ unconditional terms] [+ r1_weight / 2 * R1] [+ the contrastive term]; returns (total, parts)."
     cond, fake_imgs = cond.detach(), fake_imgs.detach()
     if r1_weight: real_imgs = real_imgs.detach().requires_grad_(True)   # R1 differentiates D's scores of the real images
     real_h, fake_h = D.encode(real_imgs), D.encode(fake_imgs)   # (B, 8ndf, 4, 4) each
@@ -85,6 +92,9 @@ def d_loss(D: nn.Module, real_imgs, fake_imgs, cond, loss='bce', wrong_idx=None,
     if r1_weight:
         parts['d_r1'] = r1_penalty(real_imgs, real_scores)
         total = total + r1_weight / 2 * parts['d_r1']
+    if getattr(D, 'contrast', None) is not None:             # `model.d_contrast`: D's features learn what its captions say
+        parts['d_contrast'] = contrastive_loss(D.contrast(real_h, cond))
+        total = total + parts['d_contrast']
     parts['d_loss'] = total
     return total, {k: v.detach() for k, v in parts.items()}
 
