@@ -186,6 +186,7 @@ def probe(name: str, data: Path, stage1: Path, out: Path, device: str, n_caption
         s2, real = q['stage2'][sp], q['real'][sp]['detail']['real']
         row[sp] = {'matched': s2['following']['matched'], 'shuffled': s2['following']['shuffled'],
                    'stage1_matched': q['stage1'][sp]['following']['matched'],
+                   'stage1_up_matched': s2['following_stage1_upsampled']['matched'],
                    'detail_x': s2['detail']['stage2'] / real, 'stage1_up_x': s2['detail']['stage1_upsampled'] / real,
                    'lesson_x': lesson_detail(t.state.G, data, sp, detail_images, seed)}
     if every: row['curve'] = detail_curve(t.state.G, every.weights, data, detail_images, q['real']['train']['detail']['real'])
@@ -193,11 +194,12 @@ def probe(name: str, data: Path, stage1: Path, out: Path, device: str, n_caption
 
 
 def table(rows: list[dict]) -> str:
-    head = ('| probe | steps | train s | matched (train / held-out) | shuffled | Stage-I matched | Stage-II detail x real | '
-            'Stage-I upsampled x real | repaint of soft real birds x real |\n|---|---|---|---|---|---|---|---|---|')
+    head = ('| probe | steps | train s | matched (train / held-out) | shuffled | Stage-I matched | Stage-I upsampled matched | '
+            'Stage-II detail x real | Stage-I upsampled x real | repaint of soft real birds x real |\n|---|---|---|---|---|---|---|---|---|---|')
     f = lambda r, k, fmt: ' / '.join(format(r[sp][k], fmt) for sp in SPLIT_NAMES)
     return '\n'.join([head] + [f'| {r["probe"]} | {r["steps"]} | {r["train_s"]:.0f} | {f(r, "matched", ".3f")} | '
-                               f'{f(r, "shuffled", ".3f")} | {f(r, "stage1_matched", ".3f")} | {f(r, "detail_x", ".2f")} | '
+                               f'{f(r, "shuffled", ".3f")} | {f(r, "stage1_matched", ".3f")} | {f(r, "stage1_up_matched", ".3f")} | '
+                               f'{f(r, "detail_x", ".2f")} | '
                                f'{f(r, "stage1_up_x", ".2f")} | '
                                f'{f(r, "lesson_x", ".2f")} |'
                                for r in rows])

@@ -103,21 +103,31 @@ def _mean(values: list[torch.Tensor]) -> float | None:
 @torch.no_grad()
 def stage_quality(G: nn.Module, split: CUBSplit, scorer: AttributeClassifier | None = None, n_captions: int | None = 1000,
                   detail_images: int = 256, seed: int = 0, batch_size: int = 64, progress: bool = False) -> dict:
-    "{'following': matched/shuffled scores (with a scorer), 'detail': Stage-II's and upsampled Stage-I's (a Stage-II G)} on `split`; `progress`: a bar while G draws."
+    "{'following': matched/shuffled scores (with a scorer), 'following_stage1_upsampled': those of its Stage-I images at its size, 'detail': Stage-II's and upsampled Stage-I's (both for a Stage-II G)} on `split`; `progress`: a bar while G draws."
     pairs = _caption_pairs(split, n_captions, seed) if scorer is not None else pick_captions(split, detail_images, seed)
     idx = torch.tensor(pairs)
     emb = torch.as_tensor(split.embeddings[idx[:, 0].numpy(), idx[:, 1].numpy()]).float()   # (M, text_dim)
-    small, d2, d1, seen = [], [], [], 0
+    small, small_up, d2, d1, seen = [], [], [], [], 0
     drawn = with_progress(generated_stages(G, emb, batch_size, seed), len(emb), f'{split.split} captions', progress, lambda b: len(b[1]))
     for s1, img in drawn:
         if scorer is not None: small.append(to_scorer_size(img))
-        if s1 is not None and seen < detail_images:         # a Stage-II generator
-            k = min(len(img), detail_images - seen)
+        if s1 is None: continue                            # a Stage-I generator: nothing more to measure
+        k = max(min(len(img), detail_images - seen), 0)     # images for the detail measure
+        n = len(img) if scorer is not None else k           # Stage-I images needed at Stage-II's size
+        if not n: continue
+        up = upsample(to_scorer_size(s1[:n], s1.shape[-1]), img.shape[-1])   # (n, 3, 256, 256): Stage-I's 8-bit image, bilinear
+        if scorer is not None: small_up.append(to_scorer_size(up))
+        if k:
             d2.append(detail(to_scorer_size(img[:k], img.shape[-1])))
-            d1.append(detail(upsample(to_scorer_size(s1[:k], s1.shape[-1]), img.shape[-1])))
+            d1.append(detail(up[:k]))
             seen += k
     out = {'n_captions': len(pairs)}
-    if scorer is not None: out['following'] = following(torch.cat(small), [split.captions[i][j] for i, j in pairs], scorer, seed)
+    if scorer is not None:
+        captions = [split.captions[i][j] for i, j in pairs]
+        out['following'] = following(torch.cat(small), captions, scorer, seed)
+        if small_up:                                       # where Stage-II starts, read the way Stage-II's images are
+            f = following(torch.cat(small_up), captions, scorer, seed)
+            out['following_stage1_upsampled'] = {key: f[key] for key in ('matched', 'shuffled', 'lift', 'per_part')}
     if d2: out['detail'] = {'stage2': _mean(d2), 'stage1_upsampled': _mean(d1), 'n_images': seen}
     return out
 
@@ -222,13 +232,18 @@ def quality_lines(q: dict) -> list[str]:
                   'the images were drawn from), **shuffled** (the same images against other images\' captions: what ignoring '
                   'the caption scores) and **real birds** (the photos of the same captions: the ceiling).', '',
                   '| images | captions of | matched | shuffled | matched / shuffled |', '|---|---|---|---|---|']
-        for who in ['real'] + _stages(q):
+        rows = [('real', 'following', 'real birds (ceiling)')] + [(s, 'following', _stage_name(s)) for s in _stages(q)]
+        upsampled = 'stage2' in q and 'following_stage1_upsampled' in q['stage2'][splits[0]]
+        if upsampled: rows.insert(-1, ('stage2', 'following_stage1_upsampled', 'Stage-I upsampled to 256 px'))
+        for who, key, name in rows:
             for sp in splits:
-                f = q[who][sp]['following']
-                name = 'real birds (ceiling)' if who == 'real' else _stage_name(who)
+                f = q[who][sp][key]
                 lines.append(f'| {name} | {SPLIT_NAMES[sp]} | {f["matched"]:.3f} | {f["shuffled"]:.3f} | {_ratio(f["lift"])} |')
         n = q['real'][splits[0]]['n_captions']
-        lines += ['', f'{n} captions per row; per part in `quality.json`. [1]', '']
+        lines += ['', f'{n} captions per row; per part in `quality.json`.'
+                  + (' *Stage-I upsampled*: Stage-I\'s images at Stage-II\'s size (bilinear, where Stage-II starts), read the '
+                     'way Stage-II\'s are; the resizing alone moves the scores, so this row says what Stage-II itself changes.'
+                     if upsampled else '') + ' [1]', '']
     if 'stage2' in q and 'detail' in q['stage2'][splits[0]]:
         lines += ['## Detail at 256 px', '',
                   'RMS (grey levels) of what a 64 px image cannot hold, on the bird\'s part of the image (`quality.detail`).', '',

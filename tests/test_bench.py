@@ -47,7 +47,8 @@ def test_stage2_probes_smoke(tmp_path):
                                           'batch8-no-repaint', 'batch8-ema', 'batch8-repaint-300', 'batch8-repaint-3000',
                                           'batch8-g-lr2e-3', 'batch8-epochs3', 'before', 'full-d', 'full-d-lr1e-3', 'full-d-lr2e-4',
                                           'window-lr2e-4', 'window-lr2e-4-blur', 'window-long']
-    assert all(x['steps'] > 0 and 0 <= x['test']['matched'] <= 1 and x['train']['detail_x'] >= 0 and x['test']['lesson_x'] > 0 for x in rows)
+    assert all(x['steps'] > 0 and 0 <= x['test']['matched'] <= 1 and 0 <= x['test']['stage1_up_matched'] <= 1
+               and x['train']['detail_x'] >= 0 and x['test']['lesson_x'] > 0 for x in rows)
     assert all(x['seed'] == 1 and [c[0] for c in x['curve']] == list(range(1, x['steps'] + 1)) and all(d >= 0 for _, d in x['curve'])
                for x in rows)                              # --curve 1: the detail after every step
     assert 'preset (seed 1), detail x real by step: 1: ' in r.stdout
