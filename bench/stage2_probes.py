@@ -21,7 +21,8 @@ What each part of the quickstart's Stage-II buys (each probe leaves out or chang
 - `preset`: the quickstart's Stage-II (9 epochs at batch 4, 2,025 steps, G lr 1e-3 without the moving average,
   Stage-I's statistics frozen, D on one random 64 px window of each image, over the upsampled Stage-I image:
   `model.stage2_skip=stage1`, and G repainting a 128 px window of each real bird from a soft 32 px version:
-  `train.repaint_coef=1000`; the first 1,800 steps that lesson alone, `train.repaint_warmup=1800`);
+  `train.repaint_coef=1000`; the first 1,800 steps that lesson alone, `train.repaint_warmup=1800`; its images keep
+  Stage-I's colours at 16 px when it draws, `model.stage2_keep=16`);
 - `lesson-only`: all 2,025 steps the lesson alone (no D, no adversarial term); `warmup-2250`: 11 epochs, the first
   2,250 steps the lesson alone;
 - `no-warmup`: the quickstart's Stage-II before the warm-up (3 epochs, 675 steps, every one a GAN step with the

@@ -104,9 +104,12 @@ class ModelConfig(_Checked):
     stage2_skip: str = choice('none', 'none', 'stage1', doc="'stage1': Stage-II's image is the upsampled Stage-I image plus a learned correction (short runs); 'none': official")
     stage1_in_stage2: str = choice('train', 'train', 'eval', doc="the frozen Stage-I G inside Stage-II: 'train' (official): its BatchNorm uses batch statistics and its running statistics move during Stage-II; 'eval': frozen statistics")
     stage2_d: str = choice('full', 'full', 'window', doc="Stage-II's D: 'full' (official) judges the whole 256 px image; 'window' judges one random 64 px window of it inside the bird's region, at full resolution (Stage-I's D layers and an unconditional head): short runs, Stage-II training about 1.8x faster on a CPU")
+    stage2_keep: int = number(0, 0, 64, doc="Stage-II keeps Stage-I's colours at this size (px of its 256 px image; 0: off, official): its image, read down to that size the way the data's smaller images are made (antialiased bilinear), is made equal to its Stage-I image read down alike (back-projection after the last layer, `models.keep_low`), whenever Stage-II draws in eval mode (sampling, evaluation, the widget; its training steps draw without it: through it, three Stage-II draws of the quickstart drew 0.02-0.06x less detail): its images have the detail above that scale and Stage-I's part colours. The quickstart uses 16: its short Stage-II never learns to read its caption, and its colour changes only lost caption following (docs/quickstart-quality.md)")
 
     def __post_init__(self):
         super().__post_init__()
+        if self.stage2_keep and 64 % self.stage2_keep:
+            raise ConfigError(f"model.stage2_keep={self.stage2_keep} must divide 64 (Stage-I's size): use 0 (off), 4, 8, 16, 32 or 64.")
         if self.d_contrast and self.d_condition != 'text':
             raise ConfigError(f"model.d_contrast={self.d_contrast} pairs images with their captions' embeddings, but model.d_condition="
                               f"{self.d_condition!r} gives D G's condition instead: set model.d_condition=text or model.d_contrast=0.")
@@ -204,11 +207,13 @@ PRESETS = {p.name: p for p in [
             'Stage-II: 9 epochs at batch 4 without the moving average, the R1 penalty or the contrastive head '
             "over the upsampled Stage-I image (the skip), Stage-I's statistics frozen, D on one 64 px window of each "
             "image, and G also repaints windows of the real birds from soft quarter-size versions (L1, weight 1000): "
-            "the first 1,800 steps (8 epochs) that lesson alone, then the GAN with it.",
+            "the first 1,800 steps (8 epochs) that lesson alone, then the GAN with it; its images keep Stage-I's colours at 16 px "
+            "(back-projection after the last layer).",
             QUICKSTART_MODEL, batch_size=32, g_lr=1e-3, d_lr=1e-3, lr_decay_every=0, g_ema=0.99, captions_per_sample=4, epochs=80,
             r1_weight=0.3, r1_every=4, kl_coef=0.1,
             stage2=('model.stage1_in_stage2=eval', 'model.stage2_d=window', 'model.d_contrast=0', 'train.epochs=9', 'train.batch_size=4',
-                    'train.g_ema=0.0', 'train.r1_weight=0', 'train.repaint_coef=1000', 'train.repaint_warmup=1800')),
+                    'train.g_ema=0.0', 'train.r1_weight=0', 'train.repaint_coef=1000', 'train.repaint_warmup=1800',
+                    'model.stage2_keep=16')),
 ]}
 TINY_OVERRIDES = ('model.gf_dim=4', 'model.df_dim=4', 'model.condition_dim=4', 'model.z_dim=8', 'model.r_num=1',
                   'train.batch_size=8')   # the smallest networks, for tests that train any preset (seconds per epoch)

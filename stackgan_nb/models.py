@@ -5,8 +5,9 @@
 # %% auto #0
 __all__ = ['CONTRAST_TAU', 'WINDOW', 'WINDOW_REGION', 'conv3x3', 'down4x4', 'norm2d', 'leaky', 'up_block', 'ResBlock', 'CANet',
            'Stage1Generator', 'DGetLogits', 'ContrastHead', 'Stage1Discriminator', 'pixels', 'translate', 'freeze',
-           'Stage2Generator', 'Stage2Discriminator', 'random_windows', 'Stage2WindowDiscriminator', 'init_weights',
-           'build_models', 'count_params', 'CheckpointMismatch', 'load_official']
+           'Stage2Generator', 'Stage2Discriminator', 'shrink', 'resize_matrix', 'keep_low', 'random_windows',
+           'Stage2WindowDiscriminator', 'init_weights', 'build_models', 'count_params', 'CheckpointMismatch',
+           'load_official']
 
 # %% ../nbs/01_models.ipynb #4f2f3ef7
 import torch
@@ -222,7 +223,7 @@ class Stage2Generator(nn.Module):
         self.upsample3 = up_block(ngf, ngf // 2, norm)
         self.upsample4 = up_block(ngf // 2, ngf // 4, norm)
         self.img = nn.Sequential(conv3x3(ngf // 4, 3), nn.Tanh())
-        self.skip, self.stage1_in_stage2 = cfg.stage2_skip == 'stage1', cfg.stage1_in_stage2
+        self.skip, self.stage1_in_stage2, self.keep = cfg.stage2_skip == 'stage1', cfg.stage1_in_stage2, cfg.stage2_keep
         self.train()                                       # official: a new network is in training mode, Stage-I too
 
     def train(self, mode=True):
@@ -248,9 +249,13 @@ class Stage2Generator(nn.Module):
         h = self.upsample2(h)                              # (B, ngf, 64, 64)
         h = self.upsample3(h)                              # (B, ngf/2, 128, 128)
         h = self.upsample4(h)                              # (B, ngf/4, 256, 256)
-        if not self.skip: return self.img(h), mu, logvar   # (B, 3, 256, 256)
-        base = F.interpolate(stage1_img, scale_factor=4, mode='bilinear', align_corners=False)  # (B, 3, 256, 256)
-        return torch.tanh(self.img[0](h) + torch.atanh(base.clamp(-0.995, 0.995))), mu, logvar  # Stage-I + correction
+        if not self.skip: img = self.img(h)                # (B, 3, 256, 256)
+        else:                                              # Stage-I + correction
+            base = F.interpolate(stage1_img, scale_factor=4, mode='bilinear', align_corners=False)  # (B, 3, 256, 256)
+            img = torch.tanh(self.img[0](h) + torch.atanh(base.clamp(-0.995, 0.995)))
+        if self.keep and not self.training:               # Stage-I's colours at `keep` px, when it draws for use
+            img = keep_low(img, stage1_img, stage1_img.shape[-1] * self.keep // 64)
+        return img, mu, logvar
 
 # %% ../nbs/01_models.ipynb #55468d65
 class Stage2Discriminator(_Discriminator):
@@ -269,6 +274,30 @@ class Stage2Discriminator(_Discriminator):
             conv3x3(ndf * 32, ndf * 16), norm2d(ndf * 16, norm), leaky(p),           # (B, 16ndf, 4, 4)
             conv3x3(ndf * 16, ndf * 8), norm2d(ndf * 8, norm), leaky(p))             # (B, 8ndf, 4, 4)
         self._heads(cfg, uncond=True)
+
+# %% ../nbs/01_models.ipynb #d83a037e
+def shrink(images: torch.Tensor, size: int) -> torch.Tensor:
+    "`images` at `size` x `size` px the way the data's smaller images are made (antialiased bilinear, as PIL's resize)."
+    return F.interpolate(images, size=(size, size), mode='bilinear', align_corners=False, antialias=True)
+
+
+def resize_matrix(n: int, m: int, device=None, dtype=None) -> torch.Tensor:
+    "(m, n): `F.interpolate`'s bilinear resize of one side from n to m px as a matrix, antialiased when it shrinks (as `shrink`)."
+    eye = torch.eye(n, device=device, dtype=dtype)[None, None]  # (1, 1, n, n): resizing its rows resizes each column alike
+    return F.interpolate(eye, size=(m, n), mode='bilinear', align_corners=False, antialias=m < n)[0, 0]
+
+
+def keep_low(image: torch.Tensor, low: torch.Tensor, size: int, rounds: int = 8) -> torch.Tensor:
+    "`image` changed below `size` px only, so that read down to `size` it is `low` read down alike (back-projection, Irani & Peleg 1991)."
+    x, n, kw = image.float(), image.shape[-1], dict(device=image.device)  # (in float32 under autocast too)
+    A, U = resize_matrix(n, size, **kw), resize_matrix(size, n, **kw)  # (size, n): `shrink`; (n, size): bilinear up
+    L, C = resize_matrix(low.shape[-1], size, **kw), A @ U  # (size, s): `shrink` of `low`; (size, size): up, then down again
+    r = L @ low.float() @ L.T - A @ x @ A.T                # (B, 3, size, size): the residual at `size` px
+    total = torch.zeros_like(r)
+    for _ in range(rounds):                                # each round adds the residual, bilinear back up; this is what is left
+        total, r = total + r, r - C @ r @ C.T
+    return (x + U @ total @ U.T).clamp(-1, 1).to(image.dtype)   # (B, 3, n, n)
+
 
 # %% ../nbs/01_models.ipynb #fcd4765b
 WINDOW = 64                          # px: the side of the window a 'window' Stage-II D judges

@@ -164,7 +164,7 @@ def speed_settings(run: 'RunConfig', device: torch.device, stage: int, train: Tr
 
 # %% ../nbs/24_train.ipynb #36ac0ea7
 LATER_FIELDS = {'model': {'d_condition': 'mu', 'd_head': 'concat', 'd_augment': 'none', 'stage2_skip': 'none', 'stage1_in_stage2': 'eval', 'stage2_d': 'full',
-                          'd_contrast': 0},  # fields added after runs
+                          'd_contrast': 0, 'stage2_keep': 0},  # fields added after runs
                 'train': {'g_ema': 0.0, 'g_cond': 'grad', 'repaint_coef': 0.0, 'r1_weight': 0.0, 'r1_every': 1,
                           'repaint_warmup': 0}}   # existed: the value they had
 STAGE1_G_FIELDS = ('gf_dim', 'condition_dim', 'z_dim', 'text_dim', 'norm', 'ca_act')  # what builds the Stage-I generator
