@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = ['CONTRAST_TAU', 'WINDOW', 'WINDOW_REGION', 'conv3x3', 'down4x4', 'norm2d', 'leaky', 'up_block', 'ResBlock', 'CANet',
            'Stage1Generator', 'DGetLogits', 'ContrastHead', 'Stage1Discriminator', 'pixels', 'translate', 'freeze',
-           'Stage2Generator', 'Stage2Discriminator', 'shrink', 'resize_matrix', 'keep_low', 'random_windows',
+           'Stage2Generator', 'Stage2Discriminator', 'resize_matrix', 'keep_low', 'random_windows',
            'Stage2WindowDiscriminator', 'init_weights', 'build_models', 'count_params', 'CheckpointMismatch',
            'load_official']
 
@@ -276,13 +276,8 @@ class Stage2Discriminator(_Discriminator):
         self._heads(cfg, uncond=True)
 
 # %% ../nbs/01_models.ipynb #d83a037e
-def shrink(images: torch.Tensor, size: int) -> torch.Tensor:
-    "`images` at `size` x `size` px the way the data's smaller images are made (antialiased bilinear, as PIL's resize)."
-    return F.interpolate(images, size=(size, size), mode='bilinear', align_corners=False, antialias=True)
-
-
 def resize_matrix(n: int, m: int, device=None, dtype=None) -> torch.Tensor:
-    "(m, n): `F.interpolate`'s bilinear resize of one side from n to m px as a matrix, antialiased when it shrinks (as `shrink`)."
+    "(m, n): `F.interpolate`'s bilinear resize of one side from n to m px as a matrix, antialiased when it shrinks (as PIL's resize)."
     eye = torch.eye(n, device=device, dtype=dtype)[None, None]  # (1, 1, n, n): resizing its rows resizes each column alike
     return F.interpolate(eye, size=(m, n), mode='bilinear', align_corners=False, antialias=m < n)[0, 0]
 
@@ -290,8 +285,8 @@ def resize_matrix(n: int, m: int, device=None, dtype=None) -> torch.Tensor:
 def keep_low(image: torch.Tensor, low: torch.Tensor, size: int, rounds: int = 8) -> torch.Tensor:
     "`image` changed below `size` px only, so that read down to `size` it is `low` read down alike (back-projection, Irani & Peleg 1991)."
     x, n, kw = image.float(), image.shape[-1], dict(device=image.device)  # (in float32 under autocast too)
-    A, U = resize_matrix(n, size, **kw), resize_matrix(size, n, **kw)  # (size, n): `shrink`; (n, size): bilinear up
-    L, C = resize_matrix(low.shape[-1], size, **kw), A @ U  # (size, s): `shrink` of `low`; (size, size): up, then down again
+    A, U = resize_matrix(n, size, **kw), resize_matrix(size, n, **kw)  # (size, n): down, antialiased; (n, size): bilinear up
+    L, C = resize_matrix(low.shape[-1], size, **kw), A @ U  # (size, s): `low` down; (size, size): up, then down again
     r = L @ low.float() @ L.T - A @ x @ A.T                # (B, 3, size, size): the residual at `size` px
     total = torch.zeros_like(r)
     for _ in range(rounds):                                # each round adds the residual, bilinear back up; this is what is left
