@@ -101,11 +101,11 @@ def _all_reduce_grads_(module: nn.Module) -> None:
 def running_stats_kept(module: nn.Module):
     "Inside: `module`'s BatchNorm layers normalise with their batch's statistics as usual, but their running statistics (what eval mode uses) stay as they are."
     layers = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    momenta = [m.momentum for m in layers]
+    kept = [(m.momentum, m.num_batches_tracked.clone()) for m in layers]   # (the count: what momentum=None averages by)
     for m in layers: m.momentum = 0.0                       # running = (1 - 0) * running + 0 * batch
     try: yield
     finally:
-        for m, v in zip(layers, momenta): m.momentum = v
+        for m, (momentum, count) in zip(layers, kept): m.momentum = momentum; m.num_batches_tracked.copy_(count)
 
 
 def lesson_step(G, opt_g, real, text_embedding, cfg: TrainConfig, autocast=nullcontext, scaler=None) -> dict:
