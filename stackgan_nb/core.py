@@ -203,13 +203,13 @@ PRESETS = {p.name: p for p in [
             TINY_MODEL, batch_size=8, g_lr=2e-3, d_lr=2e-3),
     _preset('quickstart', 'The CPU quickstart on the synthetic CUB (`stackgan quickstart`), not the paper: narrow networks (gf 16, df 16, '
             'c 64, z 32, one residual block), D reads the caption and each sample is the mean of 4 captions (StackGAN TF), leaky ReLU '
-            'after the CA, batch 32, lr 1e-3 without decay, a moving average of G, an R1 penalty on D (gamma 0.3, every 4th step), a contrastive caption head in D (64 wide), KL weight 0.1, 80 epochs; '
+            'after the CA, batch 32, lr 1e-3 without decay, a moving average of G, an R1 penalty on D (gamma 0.3, every 4th step), a contrastive caption head in D (64 wide), KL weight 0.1, 60 epochs; '
             'Stage-II: 9 epochs at batch 4 without the moving average, the R1 penalty or the contrastive head '
             "over the upsampled Stage-I image (the skip), Stage-I's statistics frozen, D on one 64 px window of each "
             "image, and G also repaints windows of the real birds from soft quarter-size versions (L1, weight 1000): "
             "the first 1,800 steps (8 epochs) that lesson alone, then the GAN with it; its images keep Stage-I's colours at 16 px "
             "(back-projection after the last layer).",
-            QUICKSTART_MODEL, batch_size=32, g_lr=1e-3, d_lr=1e-3, lr_decay_every=0, g_ema=0.99, captions_per_sample=4, epochs=80,
+            QUICKSTART_MODEL, batch_size=32, g_lr=1e-3, d_lr=1e-3, lr_decay_every=0, g_ema=0.99, captions_per_sample=4, epochs=60,
             r1_weight=0.3, r1_every=4, kl_coef=0.1,
             stage2=('model.stage1_in_stage2=eval', 'model.stage2_d=window', 'model.d_contrast=0', 'train.epochs=9', 'train.batch_size=4',
                     'train.g_ema=0.0', 'train.r1_weight=0', 'train.repaint_coef=1000', 'train.repaint_warmup=1800',

@@ -70,7 +70,7 @@ def derangement(n: int, seed: int = 0) -> torch.Tensor:
 # %% ../nbs/35_quality.ipynb #a1301ca4
 def to_scorer_size(images: torch.Tensor, size: int = 64) -> torch.Tensor:
     "Images as the scorer reads them: 8-bit values (a PNG's), at `size` px (antialiased bilinear, like `AttributeClassifier`)."
-    x = ((images.float().clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1
+    x = images.float().clamp(-1, 1).add_(1).mul_(127.5).round_().div_(127.5).sub_(1)   # (in place: one 256 px copy, not five)
     if x.shape[-1] == size: return x.cpu()
     return F.interpolate(x, size=(size, size), mode='bilinear', align_corners=False, antialias=True).cpu()
 
