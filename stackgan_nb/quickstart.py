@@ -104,7 +104,8 @@ def quickstart(root='stackgan_quickstart',   # folder for the synthetic data
     noise = torch.randn(len(picks), G.z_dim, generator=torch.Generator().manual_seed(0)).to(dev)
     stage_grid(G, emb, noise, folder / 'stage1_vs_stage2.png')
     _loss_figure(folder, folder / 'losses.png')
-    summary = {'run': str(folder), 'data': str(data), 'device': str(dev), 'smoke': smoke, 'epochs': list(cfg['epochs']),
+    summary = {'run': str(folder), 'data': str(data), 'device': str(dev), 'smoke': smoke,
+               'epochs': [quality[f'stage{s}']['epoch'] for s in (1, 2)],   # the run's (one an older version trained longer keeps its own)
                'n_train': len(splits['train']), 'n_test': len(splits['test']), 'minutes': (time.time() - t0) / 60,
                'train_seconds': {f'stage{s}': sum(r['seconds'] for r in Run(folder).stage(s).log()) for s in (1, 2)},
                'grid_captions': [s.captions[i][0] for s, i in picks], 'quality': quality,
